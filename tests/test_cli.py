@@ -1,0 +1,83 @@
+"""The emotune CLI: synth and train, method flags generated from the registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from search.cli import build_parser, main
+from trainables.methods import METHODS
+
+
+def test_packages_resolve_to_this_repo() -> None:
+    """A PyPI package named `spaces` exists; ours must win."""
+    import search
+    import spaces
+    import trainables
+
+    root = Path(__file__).resolve().parents[1]
+    for module in (spaces, search, trainables):
+        assert Path(module.__file__).resolve().parent.parent == root, module
+
+
+def test_every_method_option_has_a_flag() -> None:
+    import dataclasses
+
+    help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for name in METHODS:
+        for f in dataclasses.fields(METHODS.get(name).config_cls):
+            assert f"--{name}-{f.name.replace('_', '-')}" in help_text
+
+
+def test_synth_then_train(tmp_path: Path, capsys) -> None:
+    assert main(["synth", "--out", str(tmp_path / "c"), "--speakers", "4", "--per-class", "3"]) == 0
+    manifest = tmp_path / "c" / "manifest.parquet"
+    assert manifest.is_file()
+    code = main(
+        [
+            "train",
+            "--manifest",
+            str(manifest),
+            "--method",
+            "adapter",
+            "--adapter-width",
+            "4",
+            "--epochs",
+            "1",
+            "--max-seconds",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
+    assert code == 0
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["method_options"]["width"] == 4
+    assert "RANDOMLY INITIALISED" in capsys.readouterr().err
+
+
+def test_option_of_another_method_is_an_error(synth_corpus: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="--adapter-width is an option of method 'adapter'"):
+        main(
+            [
+                "train",
+                "--manifest",
+                str(synth_corpus),
+                "--method",
+                "lora",
+                "--adapter-width",
+                "4",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+
+
+def test_bad_manifest_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    code = main(
+        ["train", "--manifest", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "o")]
+    )
+    assert code == 2
+    assert "missing.parquet" in capsys.readouterr().err

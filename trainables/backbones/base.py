@@ -1,0 +1,177 @@
+"""The backbone contract: a pre-trained speech encoder split into a front end and a transformer.
+
+Every family (WavLM, HuBERT, wav2vec 2.0, Whisper encoder) exposes the same pieces so that PEFT
+methods, the head and the trainer never branch on the family:
+
+* ``frontend(waves, lengths)``: waveform -> frame features (the convolutional feature encoder, or
+  the log-mel spectrogram for Whisper). Computed per utterance without padding, so padding never
+  changes a valid frame (GroupNorm in the CNN would otherwise see the zeros).
+* ``encode(features, frame_lengths)``: frame features -> all hidden states, each
+  ``(batch, frames, hidden)``, with the attention mask applied in every layer.
+* extension points used by methods: ``layers`` (the transformer blocks), ``ffn_slot`` (where a
+  bottleneck adapter goes), ``lora_targets`` (peft module names), and ``input_injector`` (called
+  on the transformer input; prompt tuning prepends tokens there and the backbone strips them again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+LoraTargets = Literal["attention", "ffn", "both"]
+
+
+@dataclass
+class BackboneOutput:
+    """All hidden states of the transformer and the mask of valid frames.
+
+    Attributes:
+        hidden_states: ``num_layers + 1`` tensors of shape ``(batch, frames, hidden)``: the
+            transformer input followed by each layer's output. Injected prompt tokens are removed.
+        frame_mask: ``(batch, frames)`` bool, True on valid (non-padded) frames.
+    """
+
+    hidden_states: list[torch.Tensor]
+    frame_mask: torch.Tensor
+
+
+# An injector takes the transformer input (batch, frames, hidden) and its frame mask and returns
+# both extended; ``num_tokens`` leading positions are stripped from every hidden state afterwards.
+class InputInjector(nn.Module):
+    """Base class for modules that prepend tokens to the transformer input."""
+
+    num_tokens: int = 0
+
+    def forward(  # pragma: no cover - interface
+        self, hidden: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class Backbone(nn.Module):
+    """A pre-trained speech encoder with a uniform interface (see module docstring).
+
+    Attributes:
+        name: the hub id, local folder or preset it was built from.
+        family: registry name of the family (``wavlm``, ``hubert``, ``wav2vec2``, ``whisper``).
+        random_init: True when the weights are random (presets), never pre-trained.
+        sample_rate: the waveform rate the front end expects.
+        hidden_size: width of every hidden state.
+        num_layers: number of transformer layers (hidden states = num_layers + 1).
+    """
+
+    family: str = ""
+    attention_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj")
+    ffn_modules: tuple[str, ...] = ()
+
+    def __init__(self, name: str, random_init: bool, sample_rate: int) -> None:
+        super().__init__()
+        self.name = name
+        self.random_init = random_init
+        self.sample_rate = sample_rate
+        self.input_injector: InputInjector | None = None
+
+    # --- to be provided by families -----------------------------------------------------------
+    @property
+    def hf_model(self) -> nn.Module:
+        """The Hugging Face module that holds every pre-trained weight (peft wraps this one)."""
+        raise NotImplementedError
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The transformer blocks, in order."""
+        raise NotImplementedError
+
+    @property
+    def hidden_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def frontend_modules(self) -> list[nn.Module]:
+        """Modules of the front end that hold weights (the CNN); empty for log-mel front ends."""
+        raise NotImplementedError
+
+    def frontend(
+        self, waves: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Waveforms -> frame features.
+
+        Args:
+            waves: ``(batch, samples)`` zero-padded float waveforms at ``sample_rate``.
+            lengths: ``(batch,)`` valid sample counts.
+
+        Returns:
+            ``(features, frame_lengths)``: ``(batch, frames, feature_dim)`` zero-padded features and
+            ``(batch,)`` valid frame counts.
+        """
+        raise NotImplementedError
+
+    def encode(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> BackboneOutput:
+        """Frame features -> hidden states of every layer (prompt positions stripped)."""
+        raise NotImplementedError
+
+    def ffn_slot(self, layer: nn.Module) -> tuple[nn.Module, str]:
+        """``(parent, attribute)`` of the module whose output is the layer's feed-forward output."""
+        raise NotImplementedError
+
+    # --- shared ---------------------------------------------------------------------------------
+    def lora_targets(self, which: LoraTargets) -> str:
+        """A peft ``target_modules`` regex naming the linear layers of the transformer blocks."""
+        names = {
+            "attention": self.attention_modules,
+            "ffn": self.ffn_modules,
+            "both": self.attention_modules + self.ffn_modules,
+        }[which]
+        return rf".*layers\.\d+\.(.*\.)?({'|'.join(names)})"
+
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> BackboneOutput:
+        features, frame_lengths = self.frontend(waves, lengths)
+        return self.encode(features, frame_lengths)
+
+    def _inject(
+        self, hidden: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        if self.input_injector is None:
+            return hidden, mask, 0
+        hidden, mask = self.input_injector(hidden, mask)
+        return hidden, mask, self.input_injector.num_tokens
+
+
+def frame_mask(frame_lengths: torch.Tensor, frames: int) -> torch.Tensor:
+    """``(batch, frames)`` bool mask, True where ``t < frame_lengths[b]``."""
+    steps = torch.arange(frames, device=frame_lengths.device)
+    return steps[None, :] < frame_lengths[:, None]
+
+
+def pad_frames(chunks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stacks ``(frames_i, dim)`` tensors into ``(batch, max_frames, dim)`` with zero padding."""
+    lengths = torch.tensor([c.shape[0] for c in chunks], dtype=torch.long)
+    out = chunks[0].new_zeros((len(chunks), int(lengths.max()), chunks[0].shape[1]))
+    for i, chunk in enumerate(chunks):
+        out[i, : chunk.shape[0]] = chunk
+    return out, lengths
+
+
+def run_grouped_by_length(
+    fn: Callable[[torch.Tensor], torch.Tensor], waves: torch.Tensor, lengths: torch.Tensor
+) -> list[torch.Tensor]:
+    """Applies ``fn`` to unpadded waveforms, batching those of equal length.
+
+    ``fn`` maps ``(n, samples)`` to ``(n, frames, dim)``. Grouping keeps the result exactly equal
+    to running each utterance alone (no padding enters normalisation layers) while still batching
+    the common case of equal-length crops.
+    """
+    out: list[torch.Tensor | None] = [None] * len(lengths)
+    for length in torch.unique(lengths).tolist():
+        idx = (lengths == length).nonzero().flatten()
+        feats = fn(waves[idx, :length])
+        for j, i in enumerate(idx.tolist()):
+            out[i] = feats[j]
+    return [t for t in out if t is not None]

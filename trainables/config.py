@@ -1,0 +1,102 @@
+"""The typed configuration of one run; it crosses the CLI, Ray's config dict and result files."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+from trainables.methods import METHODS, build_method
+from trainables.model import HeadConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines one fine-tune run.
+
+    Attributes:
+        manifest: the dataset manifest (Parquet).
+        backbone: preset name, local folder or hub id.
+        method: registered method name; ``method_options`` are its options.
+        fold / dev_fold: for fold manifests, the test fold and the dev fold (default: next fold).
+        epochs, batch_size, lr, weight_decay: AdamW training.
+        warmup_ratio: fraction of steps with linear warm-up before the schedule.
+        schedule: ``cosine`` decay to 0 after warm-up, or ``plateau`` (halve the LR when dev UAR
+            stops improving for one epoch).
+        grad_clip: max gradient norm (0 disables clipping).
+        bf16: bfloat16 autocast for the forward pass.
+        seed: seeds initialisation, shuffling and crops (same seed -> same result on CPU).
+        patience: stop after this many epochs without a better dev UAR (0: never stop early).
+        max_seconds: crop length; train uses random crops, dev/test ``eval_crop``.
+        eval_crop: ``center`` (centre crop to ``max_seconds``) or ``full`` (whole clip).
+        head: head options.
+        device: torch device string.
+    """
+
+    manifest: Path
+    backbone: str = "tiny-wavlm"
+    method: str = "lora"
+    method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    fold: int | None = None
+    dev_fold: int | None = None
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    schedule: Literal["cosine", "plateau"] = "cosine"
+    grad_clip: float = 1.0
+    bf16: bool = False
+    seed: int = 0
+    patience: int = 0
+    max_seconds: float = 6.0
+    eval_crop: Literal["center", "full"] = "center"
+    head: HeadConfig = dataclasses.field(default_factory=HeadConfig)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "manifest", Path(self.manifest).expanduser().resolve())
+        if isinstance(self.head, dict):
+            object.__setattr__(self, "head", _from_dict(HeadConfig, self.head, "head"))
+        checks = [
+            (
+                self.method in METHODS,
+                f"method must be one of {METHODS.names()}, got {self.method!r}",
+            ),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (
+                0 <= self.warmup_ratio < 1,
+                f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}",
+            ),
+            (self.schedule in ("cosine", "plateau"), "schedule must be cosine or plateau"),
+            (self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}"),
+            (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
+            (self.max_seconds > 0, f"max_seconds must be > 0, got {self.max_seconds}"),
+            (self.eval_crop in ("center", "full"), "eval_crop must be center or full"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"train config: {message}")
+        build_method(self.method, self.method_options)  # validates the options early
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (paths as strings)."""
+        d = dataclasses.asdict(self)
+        d["manifest"] = str(self.manifest)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Builds a config from a plain dict; unknown keys are an error."""
+        return _from_dict(cls, data, "train config")
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(names)}")
+    return cls(**data)
