@@ -84,7 +84,7 @@ def test_exact_counts_and_only_intended_gradients(backbone: str, method: str, op
     torch.manual_seed(0)
     bb = load_backbone(backbone)
     trained = attach(bb, build_method(method, options))
-    model = SERModel(bb, num_classes=4, head_config=HeadConfig(proj_dim=16))
+    model = SERModel(bb, num_classes=4, head_config=HeadConfig(proj_dim=16, pooling="mean"))
     backbone_count, head_count = model.trainable_params()
     assert backbone_count == _expected_backbone_params(backbone, method, options)
     assert backbone_count == sum(p.numel() for p in trained)
@@ -160,3 +160,21 @@ def test_unknown_option_is_rejected_with_the_allowed_list(method: str) -> None:
 def test_bad_lora_values(options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build_method("lora", options)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "meanstd", "attentive"])
+def test_pooling_ignores_padded_frames(pooling: str) -> None:
+    """Garbage in padded frames must not move the pooled vector."""
+    from trainables.model import Head
+
+    torch.manual_seed(0)
+    head = Head(3, 8, 4, HeadConfig(proj_dim=6, pooling=pooling)).eval()
+    states = [torch.randn(1, 5, 8) for _ in range(3)]
+    mask = torch.tensor([[True, True, True, False, False]])
+    garbage = [s.clone() for s in states]
+    for g in garbage:
+        g[:, 3:] = 1e3
+    a, b = head.pooled(states, mask), head.pooled(garbage, mask)
+    alone = head.pooled([s[:, :3] for s in states], mask[:, :3])
+    assert torch.allclose(a, b) and torch.allclose(a, alone, atol=1e-6)
+    assert a.shape[-1] == (12 if pooling == "meanstd" else 6)

@@ -17,14 +17,15 @@ class HeadConfig:
 
     Attributes:
         proj_dim: width of the pointwise projection and of the classifier's hidden layer.
-        pooling: ``mean`` (masked mean over valid frames), ``meanstd`` (masked mean and standard
+        pooling: ``meanstd`` (default), ``mean`` (masked mean over valid frames, as in
+            PEFT-SER), ``meanstd`` (masked mean and standard
             deviation, concatenated: keeps how much a feature varies, e.g. pitch range) or
             ``attentive`` (masked softmax attention pooling with one learned query).
         dropout: dropout inside the head.
     """
 
     proj_dim: int = 128
-    pooling: Literal["mean", "meanstd", "attentive"] = "mean"
+    pooling: Literal["mean", "meanstd", "attentive"] = "meanstd"
     dropout: float = 0.1
 
     def __post_init__(self) -> None:

@@ -44,6 +44,7 @@ class EpochReport:
     best_epoch: int
     best_dev_uar: float
     checkpoint: Path
+    trainable_params: int
     done: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -121,7 +122,9 @@ def train(
 
     Each epoch trains on ``train``, evaluates ``dev`` and ``test``, keeps the weights of the best
     dev UAR (selection never looks at test), checkpoints to ``out_dir/checkpoint`` and calls
-    ``on_epoch``. A run with an existing checkpoint continues after its last finished epoch.
+    ``on_epoch``. ``result.json`` and ``adapter/`` are written before the last epoch's callback,
+    so a caller that stops the run at its final report loses nothing. A run with an existing
+    checkpoint continues after its last finished epoch.
 
     Returns:
         The result dict also written to ``out_dir/result.json``.
@@ -200,15 +203,23 @@ def train(
             state["best_epoch"],
             state["best_dev_uar"],
             ckpt,
+            sum(model.trainable_params()),
             done,
             state["history"],
         )
         log.info("epoch %d loss %.4f dev UAR %.4f test UAR %.4f", epoch, loss, dev.uar, test.uar)
+        result = None
+        if done:  # finish before the last callback: Ray may stop the trial at that report
+            model.load_state_dict(best, strict=False)
+            result = _finish(
+                cfg, out_dir, model, method, splits, state, time.perf_counter() - started
+            )
         if on_epoch is not None:
             on_epoch(report)
-        if done:
-            break
+        if result is not None:
+            return result
 
+    # Resumed from the checkpoint of a run that had already finished every epoch.
     model.load_state_dict(best, strict=False)
     return _finish(cfg, out_dir, model, method, splits, state, time.perf_counter() - started)
 

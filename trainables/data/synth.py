@@ -79,9 +79,9 @@ class EmotionStyle:
 
 STYLES: dict[str, EmotionStyle] = {
     "neutral": EmotionStyle(1.00, 3.0, -26.0, 4.0, 0.0, 0.05, 0.60, 1.00),
-    "happy": EmotionStyle(1.22, 7.0, -22.0, 4.7, 1.5, 0.05, 0.55, 1.04),
-    "angry": EmotionStyle(1.25, 5.0, -19.0, 5.0, 3.5, 0.03, 0.45, 1.02),
-    "sad": EmotionStyle(0.90, 1.5, -30.0, 3.1, -3.5, 0.12, 0.75, 0.98),
+    "happy": EmotionStyle(1.30, 9.0, -22.0, 4.8, 0.5, 0.04, 0.55, 1.06),
+    "angry": EmotionStyle(1.20, 4.0, -17.0, 5.4, 5.0, 0.02, 0.40, 1.01),
+    "sad": EmotionStyle(0.85, 1.0, -31.0, 2.8, -5.0, 0.15, 0.78, 0.97),
 }
 
 
@@ -125,7 +125,7 @@ def _speaker(seed: int, index: int) -> SpeakerProfile:
         tempo=float(np.exp(rng.normal(0.0, 0.10))),
         level_db=float(rng.normal(0.0, 2.0)),
         tilt_db_oct=float(rng.normal(0.0, 1.0)),
-        expressiveness=float(rng.uniform(0.55, 1.15)),
+        expressiveness=float(rng.uniform(0.8, 1.2)),
     )
 
 
