@@ -17,9 +17,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 setup: $(BIN)/.installed
 
 demo: setup
-	$(BIN)/emotune synth --out $(OUT)/corpus
-	$(BIN)/emotune train --manifest $(OUT)/corpus/manifest.parquet --backbone tiny-wavlm \
-		--method lora --epochs 5 --max-seconds 3 --out $(OUT)/train
+	$(BIN)/emotune demo --out $(OUT)
 
 test: setup
 	$(BIN)/python -m pytest -q -m "not slow and not gpu"

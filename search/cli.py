@@ -88,6 +88,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=0, help="early stopping (0: off)")
     p.add_argument("--max-seconds", type=float, default=6.0, help="crop length in seconds")
     p.add_argument("--eval-crop", choices=["center", "full"], default="center")
+    p.add_argument(
+        "--pooling",
+        choices=["meanstd", "mean", "attentive"],
+        default="meanstd",
+        help="head pooling over valid frames",
+    )
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -96,6 +102,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 def train_config_from_args(args: argparse.Namespace) -> Any:
     from trainables.config import TrainConfig
+    from trainables.model import HeadConfig
 
     return TrainConfig(
         manifest=args.manifest,
@@ -115,6 +122,7 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
         bf16=args.bf16,
         seed=args.seed,
         device=args.device,
+        head=HeadConfig(pooling=args.pooling),
     )
 
 
@@ -178,12 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run folder (resumes if present)")
     p.set_defaults(handler=cmd_train)
 
-    try:
-        from search import commands
-    except ImportError:  # the search extras are optional for `train`
-        commands = None
-    if commands is not None:
-        commands.register(sub)
+    from search import commands
+
+    commands.register(sub)
     return parser
 
 
@@ -195,13 +200,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False, show_time=False)],
     )
-    for noisy in ("transformers", "urllib3", "filelock", "peft"):
+    for noisy in ("transformers", "urllib3", "filelock", "peft", "mlflow"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
         console.print(f"[red]error:[/red] {err}")
         return 2
+    except RuntimeError as err:
+        if type(err).__name__ != "SearchInterrupted":
+            raise
+        console.print(f"[yellow]{err}[/yellow]")
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,230 @@
+"""``emotune search | export | predict | demo`` (registered on the CLI in search/cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from search.cli import console
+
+
+def add_search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--manifest",
+        type=Path,
+        action="append",
+        required=True,
+        help="dataset manifest; repeat for one search per dataset",
+    )
+    p.add_argument("--backbone", default="tiny-wavlm")
+    p.add_argument("--trials", type=int, default=8)
+    p.add_argument("--concurrency", type=int, default=2)
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0)
+    p.add_argument("--sampler", choices=["tpe", "nsga2", "random"], default="tpe")
+    p.add_argument(
+        "--objectives",
+        default="uar,params",
+        help="comma list: uar (max dev UAR), params (min), fairness (min gap)",
+    )
+    p.add_argument("--space", type=Path, default=None, help="search space YAML")
+    p.add_argument("--address", default=None, help="Ray cluster address (or RAY_ADDRESS)")
+    p.add_argument("--storage", type=Path, default=Path("runs/search"))
+    p.add_argument(
+        "--tracking-uri", default=None, help="MLflow URI (default: SQLite in the search)"
+    )
+    p.add_argument("--name", default="search")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted search")
+    p.add_argument("--max-seconds", type=float, default=6.0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--fold", type=int, default=None)
+    p.add_argument(
+        "--grace-period", type=int, default=2, help="epochs before ASHA may stop a trial early"
+    )
+    p.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def settings_from_args(args: argparse.Namespace) -> Any:
+    from search.tune import SearchSettings
+    from spaces import SpaceConfig
+
+    space = SpaceConfig.from_yaml(args.space) if args.space else SpaceConfig()
+    return SearchSettings(
+        manifests=tuple(args.manifest),
+        backbone=args.backbone,
+        trials=args.trials,
+        concurrency=args.concurrency,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        sampler=args.sampler,
+        objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
+        address=args.address,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        name=args.name,
+        resume=args.resume,
+        space=space,
+        seed=args.seed,
+        base={
+            "max_seconds": args.max_seconds,
+            "batch_size": args.batch_size,
+            "fold": args.fold,
+            "seed": args.seed,
+        },
+    )
+
+
+def _show_record(record: Any) -> None:
+    dev = record.dev.get("uar")
+    uar = "-" if dev is None else f"{dev:.3f}"
+    params = record.trainable_params or 0
+    console.print(
+        f"  trial {record.trial_id} {record.method:8s} {record.state:9s} "
+        f"dev UAR {uar}  params {params:,}"
+    )
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from search.tune import run_search
+
+    settings = settings_from_args(args)
+    if settings.backbone.startswith("tiny-"):
+        console.print(f"[yellow]backbone {settings.backbone} is RANDOMLY INITIALISED[/yellow]")
+    console.print(
+        f"search {settings.root}: {settings.trials} trials per dataset, "
+        f"{settings.concurrency} at a time"
+    )
+    summaries = run_search(settings, on_record=_show_record)
+    for s in summaries:
+        _print_front(s)
+    return 0
+
+
+def _print_front(summary: dict[str, Any]) -> None:
+    table = Table(
+        title=f"Pareto front: {summary['dataset']} (hypervolume {summary['hypervolume']:.4f})"
+    )
+    for col in ("trial", "method", "params", "dev UAR", "test UAR", "UAR gap F/M"):
+        table.add_column(col)
+    front = set(summary["front"])
+    for t in sorted(
+        (t for t in summary["trials"] if t["trial_id"] in front),
+        key=lambda t: t["trainable_params"] or 0,
+    ):
+        gap = t["test"].get("uar_gap_gender")
+        table.add_row(
+            t["trial_id"],
+            t["method"],
+            f"{t['trainable_params']:,}",
+            f"{t['dev']['uar']:.3f}",
+            f"{t['test']['uar']:.3f}",
+            "-" if gap is None else f"{gap:.3f}",
+        )
+    console.print(table)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from search.export import export_best, resolve_search
+
+    root = resolve_search(args.search, args.storage)
+    for e in export_best(root, args.out, objective=args.objective, max_params=args.max_params):
+        console.print(
+            f"{e.dataset}: {e.method} trial {e.trial_id} -> {e.path} (dev UAR "
+            f"{e.dev_uar:.3f}, test UAR {e.test_uar:.3f}, {e.trainable_params:,} "
+            f"params, registered version {e.registered_version})"
+        )
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from search.predict import Predictor
+
+    predictor = Predictor(args.adapter)
+    failed = 0
+    for row in predictor.predict_files(args.files):
+        failed += "error" in row
+        print(json.dumps(row), flush=True)
+    return 1 if failed == len(args.files) else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from search.export import export_best
+    from search.predict import Predictor
+    from search.tracking import ui_hint
+    from search.tune import SearchSettings, run_search
+    from spaces import SpaceConfig
+    from trainables.data.manifest import partition
+    from trainables.data.synth import synthesize
+
+    started = time.perf_counter()
+    out = Path(args.out).resolve()
+    console.print(
+        "[yellow]demo: synthetic corpus + tiny-wavlm (RANDOMLY INITIALISED backbone)[/yellow]"
+    )
+    manifest = out / "corpus" / "manifest.parquet"
+    if not manifest.is_file():  # deterministic: an existing corpus is the same corpus
+        with console.status("synthesising corpus"):
+            manifest = synthesize(out / "corpus")
+    # Each demo is a new search (earlier ones stay); --resume continues the latest one.
+    earlier = sorted(p.name for p in out.glob("demo-*") if p.is_dir())
+    if args.resume and not earlier:
+        raise ValueError(f"no earlier demo search under {out} to resume")
+    name = earlier[-1] if args.resume else time.strftime("demo-%Y%m%d-%H%M%S")
+    settings = SearchSettings(
+        manifests=(manifest,),
+        backbone="tiny-wavlm",
+        trials=args.trials,
+        concurrency=2,
+        cpus_per_trial=1.0,
+        storage=out,
+        name=name,
+        resume=args.resume,
+        space=SpaceConfig.from_dict({"epochs": args.epochs}),
+        base={"max_seconds": 2.0, "batch_size": 16, "seed": 0},
+    )
+    summary = run_search(settings, on_record=_show_record)[0]
+    _print_front(summary)
+    exported = export_best(settings.root, settings.root / "export")
+    adapter = exported[0].path
+    console.print(f"exported best adapter: {adapter}")
+    # One held-out (test split) file per emotion.
+    firsts = {u.label: u.path for u in reversed(partition(manifest).test)}
+    files = [firsts[label] for label in sorted(firsts)]
+    for row in Predictor(adapter).predict_files(files):
+        print(json.dumps(row), flush=True)
+    mlflow = summary["mlflow"]
+    console.print(ui_hint(mlflow["tracking_uri"], mlflow["experiment_id"]))
+    console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="PEFT search with Ray Tune + Optuna, tracked in MLflow")
+    add_search_args(p)
+    p.set_defaults(handler=cmd_search)
+
+    p = sub.add_parser("export", help="export the best adapter of each dataset")
+    p.add_argument("--search", required=True, help="search name or folder")
+    p.add_argument("--storage", type=Path, default=Path("runs/search"))
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--max-params", type=int, default=None, help="trainable-parameter budget")
+    p.add_argument("--objective", default="uar", choices=["uar", "wa", "macro_f1", "fairness"])
+    p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("predict", help="classify audio files with an exported adapter")
+    p.add_argument("--adapter", type=Path, required=True)
+    p.add_argument("files", type=Path, nargs="+")
+    p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser("demo", help="offline demo: synth corpus, search, export, predict")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--trials", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--resume", action="store_true")
+    p.set_defaults(handler=cmd_demo)

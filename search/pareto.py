@@ -1,0 +1,425 @@
+"""Trial records, Pareto fronts, hypervolume and front plots for a PEFT search.
+
+Selection uses DEV metrics and the trainable-parameter count only; test metrics are carried
+along for reporting and never decide which trial is on the front.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from matplotlib.figure import Figure
+
+logger = logging.getLogger(__name__)
+
+Sense = Literal["max", "min"]
+METRIC_KEYS: tuple[str, ...] = (
+    "uar",
+    "wa",
+    "macro_f1",
+    "uar_gap_gender",
+    "statistical_parity_gender",
+    "equal_opportunity_gender",
+)
+STATES: tuple[str, ...] = ("COMPLETE", "PRUNED", "FAILED")
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """Outcome of one finished trial, as the driver receives it from Ray and Optuna."""
+
+    trial_id: str
+    number: int | None = None
+    state: str = "COMPLETE"
+    method: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    dev: dict[str, float | None] = field(default_factory=dict)
+    test: dict[str, float | None] = field(default_factory=dict)
+    trainable_params: int | None = None
+    adapter_bytes: int | None = None
+    best_epoch: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    adapter_dir: str | None = None
+    node: str | None = None
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.state not in STATES:
+            raise ValueError(f"state must be one of {STATES}, got {self.state!r}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrialRecord:
+        """Builds a record from its dict form; unknown keys are an error.
+
+        Args:
+            data: Mapping with the field names of this class (missing ones take defaults).
+
+        Returns:
+            The record.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown TrialRecord keys: {sorted(unknown)}")
+        kwargs = dict(data)
+        for key in ("params", "dev", "test"):
+            kwargs[key] = dict(kwargs.get(key) or {})
+        kwargs["history"] = [dict(h) for h in kwargs.get("history") or []]
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns a JSON-serialisable dict (the inverse of :meth:`from_dict`)."""
+        return asdict(self)
+
+
+def _metric(split: str, key: str) -> Callable[[TrialRecord], float | None]:
+    def read(trial: TrialRecord) -> float | None:
+        value = getattr(trial, split).get(key)
+        return None if value is None else float(value)
+
+    return read
+
+
+def _params(trial: TrialRecord) -> float | None:
+    return None if trial.trainable_params is None else float(trial.trainable_params)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One search objective.
+
+    Attributes:
+        read: Reads the raw value from a trial (DEV metrics or the parameter count).
+        sense: ``"max"`` or ``"min"``.
+        scale: Maps the raw value to the axis on which hypervolume is measured.
+        reference: Raw value of the fixed hypervolume reference point.
+        column: Column of :func:`front_table` holding the raw value.
+    """
+
+    read: Callable[[TrialRecord], float | None]
+    sense: Sense
+    scale: Callable[[float], float]
+    reference: float
+    column: str
+
+
+def _log10(value: float) -> float:
+    return math.log10(max(value, 1.0))  # a count below 1 parameter is meaningless
+
+
+def _identity(value: float) -> float:
+    return value
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "uar": Objective(_metric("dev", "uar"), "max", _identity, 0.0, "dev_uar"),
+    "params": Objective(_params, "min", _log10, 1e9, "trainable_params"),
+    "fairness": Objective(
+        _metric("dev", "uar_gap_gender"), "min", _identity, 1.0, "dev_uar_gap_gender"
+    ),
+}
+REFERENCE: dict[str, float] = {name: obj.reference for name, obj in OBJECTIVES.items()}
+
+
+def _check(objectives: Sequence[str]) -> list[str]:
+    names = list(objectives)
+    bad = [n for n in names if n not in OBJECTIVES]
+    if bad or not names or len(set(names)) != len(names):
+        raise ValueError(f"objectives must be distinct names among {sorted(OBJECTIVES)}: {names}")
+    return names
+
+
+def _as_min(values: np.ndarray, senses: Sequence[str]) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 2 or values.shape[1] != len(senses):
+        raise ValueError(f"values must be (n, {len(senses)}), got {values.shape}")
+    if any(s not in ("max", "min") for s in senses):
+        raise ValueError(f"senses must be 'max' or 'min': {list(senses)}")
+    sign = np.array([-1.0 if s == "max" else 1.0 for s in senses])
+    return values * sign
+
+
+def pareto_mask(values: np.ndarray, senses: Sequence[str]) -> np.ndarray:
+    """Marks the non-dominated rows.
+
+    Row ``j`` dominates row ``i`` when it is at least as good in every column and strictly
+    better in one. Equal rows do not dominate each other, so duplicates of a front point are
+    all on the front. Rows holding NaN are never on the front and dominate nothing.
+
+    Args:
+        values: ``(n, k)`` objective values.
+        senses: ``k`` entries, ``"max"`` or ``"min"``.
+
+    Returns:
+        ``(n,)`` boolean mask, True for non-dominated rows.
+    """
+    v = _as_min(values, senses)  # (n, k), smaller is better
+    ok = ~np.isnan(v).any(axis=1)
+    mask = np.zeros(len(v), dtype=bool)
+    w = v[ok]
+    if len(w):
+        le = (w[:, None, :] <= w[None, :, :]).all(axis=2)  # le[j, i]: j no worse than i
+        lt = (w[:, None, :] < w[None, :, :]).any(axis=2)
+        mask[ok] = ~(le & lt).any(axis=0)
+    return mask
+
+
+def _hv_min(points: np.ndarray, ref: np.ndarray) -> float:
+    """Exact hypervolume of minimisation points (all strictly below ``ref``) by slicing."""
+    if len(points) == 0:
+        return 0.0
+    if points.shape[1] == 1:
+        return float(ref[0] - points[:, 0].min())
+    if points.shape[1] == 2:
+        order = np.lexsort((points[:, 1], points[:, 0]))
+        volume, best_y = 0.0, ref[1]
+        for x, y in points[order]:  # sweep in x; each point adds the strip it improves
+            if y < best_y:
+                volume += (ref[0] - x) * (best_y - y)
+                best_y = y
+        return float(volume)
+    # Slice along the last axis: between consecutive levels the (k-1)-D section is constant.
+    last = points[:, -1]
+    levels = np.unique(last)
+    bounds = np.append(levels[1:], ref[-1])
+    volume = 0.0
+    for level, upper in zip(levels, bounds):
+        section = points[last <= level, :-1]
+        volume += (upper - level) * _hv_min(section, ref[:-1])
+    return float(volume)
+
+
+def hypervolume(values: np.ndarray, senses: Sequence[str], reference: Sequence[float]) -> float:
+    """Exact hypervolume dominated by a point set, bounded by a reference point.
+
+    With every column turned into minimisation (max columns negated, reference too), the
+    hypervolume is the Lebesgue measure of ``union_i [v_i, r]``, the set of points that are
+    dominated by some ``v_i`` and dominate the reference ``r``. Points not strictly better than
+    ``r`` in every column, and rows with NaN, contribute nothing. Exact for any ``k`` by
+    slicing (cost about ``n^(k-1) log n``), meant for k = 1..3 and small ``n``.
+
+    Args:
+        values: ``(n, k)`` values on the axes where volume is measured (already scaled).
+        senses: ``k`` entries, ``"max"`` or ``"min"``.
+        reference: ``k`` reference coordinates on the same axes.
+
+    Returns:
+        The hypervolume (0.0 for an empty set).
+    """
+    v = _as_min(values, senses)
+    ref = _as_min(np.asarray(reference, dtype=float)[None, :], senses)[0]
+    keep = ~np.isnan(v).any(axis=1) & (v < ref).all(axis=1)
+    v = v[keep]
+    return _hv_min(v[pareto_mask(v, ["min"] * v.shape[1])], ref) if len(v) else 0.0
+
+
+def scaled_values(df: pd.DataFrame, objectives: Sequence[str]) -> np.ndarray:
+    """Objective values of a front table on hypervolume axes (e.g. log10 of params).
+
+    Args:
+        df: Table from :func:`front_table`.
+        objectives: Objective names.
+
+    Returns:
+        ``(n, k)`` float array; missing values are NaN.
+    """
+    cols = []
+    for name in _check(objectives):
+        obj = OBJECTIVES[name]
+        raw = pd.to_numeric(df[obj.column], errors="coerce").to_numpy(float)
+        cols.append(np.array([np.nan if np.isnan(x) else obj.scale(x) for x in raw]))
+    return np.stack(cols, axis=1) if len(df) else np.zeros((0, len(cols)))
+
+
+def front_hypervolume(df: pd.DataFrame, objectives: Sequence[str]) -> float:
+    """Hypervolume of a front table's rows against the fixed :data:`REFERENCE`.
+
+    Axes: ``uar`` as is (maximised, reference 0, the same lengths as ``1 - uar`` against 1),
+    ``params`` as ``log10`` (reference 9), ``fairness`` as the dev UAR gap (reference 1).
+    """
+    names = _check(objectives)
+    ref = [OBJECTIVES[n].scale(OBJECTIVES[n].reference) for n in names]
+    senses = [OBJECTIVES[n].sense for n in names]
+    return hypervolume(scaled_values(df, names), senses, ref)
+
+
+def _param_column(values: list[Any]) -> list[Any]:
+    """Keeps a numeric column numeric; anything else becomes text so parquet accepts it."""
+    present = [v for v in values if v is not None]
+    numeric = all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_) for v in present
+    )
+    if numeric:
+        return [np.nan if v is None else v for v in values]
+    return [None if v is None else (v if isinstance(v, str) else json.dumps(v)) for v in values]
+
+
+def front_table(trials: Sequence[TrialRecord], objectives: Sequence[str]) -> pd.DataFrame:
+    """One row per COMPLETE trial, with a ``pareto`` column for the non-dominated ones.
+
+    Columns: trial_id, number, method, params (JSON), param_<name> for every sampled
+    parameter, dev_<metric> and test_<metric>, trainable_params, adapter_bytes, best_epoch,
+    adapter_dir, pareto. Rows are sorted by dev UAR, best first. PRUNED and FAILED trials are
+    left out; a COMPLETE trial lacking an objective value is kept but is not on the front.
+
+    Args:
+        trials: Every trial of the search.
+        objectives: Objective names among :data:`OBJECTIVES`.
+
+    Returns:
+        The table (empty, with the same columns, when nothing completed).
+    """
+    names = _check(objectives)
+    done = [t for t in trials if t.state == "COMPLETE"]
+    param_names = sorted({k for t in done for k in t.params})
+    rows: dict[str, list[Any]] = {
+        "trial_id": [t.trial_id for t in done],
+        "number": [t.number for t in done],
+        "method": [t.method for t in done],
+        "params": [json.dumps(t.params, sort_keys=True, default=str) for t in done],
+    }
+    for name in param_names:
+        rows[f"param_{name}"] = _param_column([t.params.get(name) for t in done])
+    for split in ("dev", "test"):
+        for key in METRIC_KEYS:
+            rows[f"{split}_{key}"] = [_float(getattr(t, split).get(key)) for t in done]
+    for key in ("trainable_params", "adapter_bytes", "best_epoch"):
+        rows[key] = [getattr(t, key) for t in done]
+    rows["adapter_dir"] = [t.adapter_dir for t in done]
+    df = pd.DataFrame(rows)
+    for key in ("number", "trainable_params", "adapter_bytes", "best_epoch"):
+        df[key] = df[key].astype("Int64")
+    values = scaled_values(df, names)
+    missing = np.isnan(values).any(axis=1)
+    if missing.any():
+        logger.warning(
+            "%d complete trial(s) lack an objective value; kept off the front", int(missing.sum())
+        )
+    df["pareto"] = pareto_mask(values, [OBJECTIVES[n].sense for n in names])
+    return df.sort_values(
+        "dev_uar", ascending=False, na_position="last", kind="stable"
+    ).reset_index(drop=True)
+
+
+def _float(value: Any) -> float:
+    return np.nan if value is None else float(value)
+
+
+def _hover(row: pd.Series) -> str:
+    params = json.loads(row["params"])
+    lines = [
+        f"<b>{row['trial_id']}</b> ({row['method']})",
+        f"dev UAR {row['dev_uar']:.4f}",
+        f"trainable params {row['trainable_params']:,}",
+    ]
+    if not pd.isna(row["dev_uar_gap_gender"]):
+        lines.append(f"dev UAR gap (gender) {row['dev_uar_gap_gender']:.4f}")
+    lines += [f"{k} = {v}" for k, v in params.items()]
+    return "<br>".join(lines)
+
+
+def _mpl_figure(plotted: pd.DataFrame, front: pd.DataFrame, title: str) -> Figure:
+    # A bare Figure (no pyplot) needs no GUI backend and leaves global state alone.
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for method, group in plotted.groupby("method", sort=True):
+        x = group["trainable_params"].astype(float)
+        ax.scatter(x, group["dev_uar"], label=str(method), alpha=0.75, s=28)
+    if len(front):
+        style = {"color": "black", "lw": 1, "ls": "--", "marker": "o", "mfc": "none", "ms": 11}
+        x = front["trainable_params"].astype(float)
+        ax.plot(x, front["dev_uar"], label="Pareto front", **style)
+    ax.set(xscale="log", xlabel="trainable parameters", ylabel="dev UAR", title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    if len(plotted):
+        ax.legend(fontsize="small")
+    return fig
+
+
+def _plotly_figure(plotted: pd.DataFrame, front: pd.DataFrame, title: str) -> go.Figure:
+    def scatter(part: pd.DataFrame, name: str, **style: Any) -> go.Scatter:
+        hover = [_hover(row) for _, row in part.iterrows()]
+        x = part["trainable_params"].astype(float)
+        return go.Scatter(
+            x=x, y=part["dev_uar"], name=name, hovertext=hover, hoverinfo="text", **style
+        )
+
+    fig = go.Figure()
+    for method, group in plotted.groupby("method", sort=True):
+        fig.add_trace(
+            scatter(group, str(method), mode="markers", marker={"size": 9, "opacity": 0.8})
+        )
+    if len(front):
+        line = {"color": "black", "dash": "dash", "width": 1}
+        marker = {"size": 16, "symbol": "circle-open", "color": "black"}
+        fig.add_trace(
+            scatter(front, "Pareto front", mode="lines+markers", line=line, marker=marker)
+        )
+    fig.update_layout(
+        title=title,
+        xaxis_title="trainable parameters",
+        yaxis_title="dev UAR",
+        xaxis_type="log",
+        template="plotly_white",
+    )
+    return fig
+
+
+def front_figures(df: pd.DataFrame, objectives: Sequence[str]) -> tuple[Figure, go.Figure]:
+    """Dev UAR against trainable parameters (log x), coloured by method, front highlighted.
+
+    Pareto points (on all the given objectives) are ringed and joined in order of parameter
+    count; with a fairness objective the front need not look monotone in this 2-D view.
+    Trials without dev UAR or parameter count are not drawn.
+
+    Args:
+        df: Table from :func:`front_table`.
+        objectives: Objective names (used in the titles).
+
+    Returns:
+        A matplotlib figure (for PNG) and a plotly figure (HTML, hover shows the params).
+    """
+    title = "Pareto front on dev (" + ", ".join(_check(objectives)) + ")"
+    plotted = df.dropna(subset=["dev_uar", "trainable_params"])
+    front = plotted[plotted["pareto"]].sort_values("trainable_params")
+    return _mpl_figure(plotted, front, title), _plotly_figure(plotted, front, title)
+
+
+def write_front(df: pd.DataFrame, figs: tuple[Figure, go.Figure], folder: Path) -> dict[str, Path]:
+    """Writes pareto.csv, pareto.parquet, pareto.png and pareto.html into ``folder``.
+
+    The HTML embeds plotly.js (about 5 MB) so it opens offline and inside the MLflow UI.
+
+    Args:
+        df: Table from :func:`front_table`.
+        figs: Figures from :func:`front_figures`.
+        folder: Output folder (created if needed).
+
+    Returns:
+        Mapping ``csv|parquet|png|html`` -> written path.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    mpl_fig, plotly_fig = figs
+    paths = {ext: folder / f"pareto.{ext}" for ext in ("csv", "parquet", "png", "html")}
+    df.to_csv(paths["csv"], index=False)
+    df.to_parquet(paths["parquet"], index=False)
+    mpl_fig.savefig(paths["png"], dpi=120)
+    plotly_fig.write_html(paths["html"], include_plotlyjs=True, full_html=True)
+    logger.info(
+        "wrote Pareto front (%d rows, %d on front) to %s",
+        len(df),
+        int(df["pareto"].sum()) if len(df) else 0,
+        folder,
+    )
+    return paths

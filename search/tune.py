@@ -1,0 +1,399 @@
+"""The one module that builds Ray Tune objects: Tuner + OptunaSearch + ASHA, per dataset.
+
+Flow for each manifest: an Optuna study (SQLite under the dataset's search folder) samples a
+method and its size, Ray Tune runs the trials (fractional CPUs/GPUs allowed), ASHA stops weak
+trials early, and a driver-side callback records every finished trial to MLflow as a nested run.
+Trials that ASHA stopped reach Optuna as PRUNED, never as complete trials with partial scores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+from ray.tune import Callback, CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from search.pareto import TrialRecord
+from search.tracking import SearchTracker, default_tracking_uri
+from spaces import SpaceConfig, define_by_run, to_train_config
+
+log = logging.getLogger(__name__)
+
+OBJECTIVE_KEYS = {
+    "uar": ("obj_uar", "max"),
+    "params": ("obj_params", "min"),
+    "fairness": ("obj_fairness", "min"),
+}
+SUMMARY = (
+    "uar",
+    "wa",
+    "macro_f1",
+    "uar_gap_gender",
+    "statistical_parity_gender",
+    "equal_opportunity_gender",
+)
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything ``emotune search`` was asked to do (validated before Ray starts)."""
+
+    manifests: tuple[Path, ...]
+    backbone: str = "tiny-wavlm"
+    trials: int = 8
+    concurrency: int = 2
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    sampler: str = "tpe"
+    objectives: tuple[str, ...] = ("uar", "params")
+    address: str | None = None
+    storage: Path = Path("runs/search")
+    tracking_uri: str | None = None
+    name: str = "search"
+    resume: bool = False
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    base: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields shared by trials
+    grace_period: int = 2  # epochs every trial runs before ASHA may stop it
+    max_failures: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        bad = [o for o in self.objectives if o not in OBJECTIVE_KEYS]
+        if bad or "uar" not in self.objectives:
+            raise ValueError(
+                f"objectives must include uar and be among "
+                f"{list(OBJECTIVE_KEYS)}; got {list(self.objectives)}"
+            )
+        if self.sampler not in ("tpe", "nsga2", "random"):
+            raise ValueError(f"sampler must be tpe, nsga2 or random, got {self.sampler!r}")
+        if self.trials < 1 or self.concurrency < 1:
+            raise ValueError("trials and concurrency must be >= 1")
+        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
+            raise ValueError("cpus-per-trial must be > 0 and gpus-per-trial >= 0")
+        for m in self.manifests:
+            if not Path(m).is_file():
+                raise FileNotFoundError(f"manifest {m} does not exist")
+
+    @property
+    def root(self) -> Path:
+        return (Path(self.storage) / self.name).resolve()
+
+
+class SearchInterrupted(RuntimeError):
+    """The search stopped before every trial finished (Ctrl-C, SIGUSR1); resumable."""
+
+
+class PruneAwareOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna PRUNED for trials that never sent their final report.
+
+    Ray's OptunaSearch marks a trial stopped by ASHA as COMPLETE with whatever it last reported,
+    which would put partially trained configurations on the Pareto front.
+    """
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        if result is not None and not error and not result.get("final", False):
+            result = None  # the parent then records PRUNED (val is None and no error)
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
+def _sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, trials // 3))
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, trials // 3)))
+
+
+def _trial(config: dict[str, Any], base: dict[str, Any], trials_dir: str) -> None:
+    """Body of one Ray trial (runs on a worker)."""
+    from trainables.ray_entry import run_trial
+
+    trial_id = tune.get_context().get_trial_id()
+    run_trial(to_train_config(config, base), Path(trials_dir) / trial_id)
+
+
+def record_of(
+    trial_id: str,
+    config: dict[str, Any],
+    last: dict[str, Any] | None,
+    error: str | None,
+    trials_dir: Path,
+    number: int | None = None,
+) -> TrialRecord:
+    """Builds the TrialRecord of a finished trial from its folder and last report."""
+    folder = trials_dir / trial_id
+    result_file = folder / "result.json"
+    params = {k: v for k, v in config.items() if not k.startswith("_")}
+    method = str(params.get("method", "?"))
+    if error is None and last is not None and last.get("final") and result_file.is_file():
+        res = json.loads(result_file.read_text())
+        return TrialRecord(
+            trial_id=trial_id,
+            number=number,
+            state="COMPLETE",
+            method=method,
+            params=params,
+            dev=res["dev"],
+            test=res["test"],
+            trainable_params=res["trainable_params"],
+            adapter_bytes=res["adapter_bytes"],
+            best_epoch=res["best_epoch"],
+            history=res["history"],
+            adapter_dir=str(folder / "adapter"),
+            node=(last or {}).get("node"),
+            error=None,
+        )
+    history: list[dict[str, Any]] = []
+    state_file = folder / "checkpoint" / "state.json"
+    if state_file.is_file():
+        history = json.loads(state_file.read_text())["state"]["history"]
+    dev = {k: _finite((last or {}).get(f"dev_{k}")) for k in SUMMARY}
+    test = {k: _finite((last or {}).get(f"test_{k}")) for k in SUMMARY}
+    return TrialRecord(
+        trial_id=trial_id,
+        number=number,
+        state="FAILED" if error else "PRUNED",
+        method=method,
+        params=params,
+        dev=dev,
+        test=test,
+        trainable_params=(last or {}).get("trainable_params"),
+        adapter_bytes=None,
+        best_epoch=(last or {}).get("best_epoch"),
+        history=history,
+        adapter_dir=None,
+        node=(last or {}).get("node"),
+        error=error,
+    )
+
+
+def _finite(x: Any) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+class TrackingCallback(Callback):
+    """Driver-side: logs each finished trial as a nested MLflow run (only the driver talks to
+    MLflow). Picklable (Tune saves it with the experiment): the client is created lazily."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        parent_id: str,
+        trials_dir: str,
+        on_record: Callable[[TrialRecord], None] | None = None,
+    ) -> None:
+        self.tracking_uri, self.experiment = tracking_uri, experiment
+        self.parent_id, self.trials_dir = parent_id, trials_dir
+        self.on_record = on_record
+        self._tracker: SearchTracker | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_tracker": None, "on_record": None}
+
+    def _log(self, trial: Any, error: str | None) -> None:
+        if self._tracker is None:
+            self._tracker = SearchTracker(self.tracking_uri, self.experiment)
+        record = record_of(
+            trial.trial_id, trial.config, trial.last_result, error, Path(self.trials_dir)
+        )
+        self._tracker.log_trial(self.parent_id, record)
+        if self.on_record is not None:
+            self.on_record(record)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._log(trial, None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._log(trial, str(getattr(trial, "error_msg", None) or "trial raised"))
+
+
+def max_epochs(space: SpaceConfig) -> int:
+    """The most epochs any trial of ``space`` can run (ASHA's ``max_t``)."""
+    from spaces.params import Choice, Fixed, Range
+
+    e = space.epochs
+    if isinstance(e, Fixed):
+        return int(e.value)
+    if isinstance(e, Range):
+        return int(e.high)
+    assert isinstance(e, Choice)
+    return int(max(e.choices))
+
+
+def dataset_name(manifest: Path) -> str:
+    """``corpus/manifest.parquet`` -> ``corpus``; ``iemocap.parquet`` -> ``iemocap``."""
+    manifest = Path(manifest).resolve()
+    return manifest.parent.name if manifest.stem == "manifest" else manifest.stem
+
+
+def init_ray(settings: SearchSettings) -> None:
+    """Connects to ``--address`` (or RAY_ADDRESS) or starts a local Ray without dashboard."""
+    if ray.is_initialized():
+        return
+    if settings.address:
+        ray.init(address=settings.address, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+
+
+def run_search(
+    settings: SearchSettings, on_record: Callable[[TrialRecord], None] | None = None
+) -> list[dict[str, Any]]:
+    """Runs one search per manifest; returns each dataset's summary (also in search.json)."""
+    root = settings.root
+    if root.exists() and not settings.resume and any(root.glob("*/search.json")):
+        raise ValueError(f"search {root} exists; pass --resume to continue it or a new --name")
+    root.mkdir(parents=True, exist_ok=True)
+    uri = settings.tracking_uri or default_tracking_uri(root)
+    init_ray(settings)
+    return [run_dataset(settings, Path(m), uri, on_record) for m in settings.manifests]
+
+
+def run_dataset(
+    settings: SearchSettings,
+    manifest: Path,
+    tracking_uri: str,
+    on_record: Callable[[TrialRecord], None] | None = None,
+) -> dict[str, Any]:
+    """One dataset's search: study, Tuner, MLflow parent, Pareto front, search.json."""
+    dataset = dataset_name(manifest)
+    folder = settings.root / dataset
+    trials_dir = folder / "trials"
+    trials_dir.mkdir(parents=True, exist_ok=True)
+    base = {**settings.base, "manifest": str(manifest.resolve()), "backbone": settings.backbone}
+    tracker = SearchTracker(tracking_uri, settings.name)
+    parent = tracker.parent_run(
+        f"{settings.name}/{dataset}",
+        params={
+            "backbone": settings.backbone,
+            "dataset": dataset,
+            "manifest": str(manifest),
+            "objectives": ",".join(settings.objectives),
+            "sampler": settings.sampler,
+            "trials": settings.trials,
+            "space": json.dumps(settings.space.describe()),
+        },
+        tags={"emotune.dataset": dataset, "emotune.backbone": settings.backbone},
+    )
+    tracker.close_dangling(parent)  # children a crashed driver left RUNNING
+    tuner = _tuner(settings, dataset, folder, trials_dir, base, tracking_uri, parent, on_record)
+    grid = tuner.fit()
+    statuses = [t.status for t in grid._experiment_analysis.trials]  # noqa: SLF001
+    if len(statuses) < settings.trials or any(s not in ("TERMINATED", "ERROR") for s in statuses):
+        raise SearchInterrupted(
+            f"search {settings.root} ({dataset}) was interrupted; its state is saved: "
+            "run the same command with --resume to finish it"
+        )
+
+    study = optuna.load_study(study_name=_study_name(settings, dataset), storage=_study_url(folder))
+    numbers = {t.user_attrs.get("ray_trial_id"): t.number for t in study.trials}
+    records: list[TrialRecord] = []
+    for result in grid:
+        metrics = result.metrics or {}
+        trial_id = metrics.get("trial_id") or Path(result.path).name.split("_")[-1]
+        error = None if result.error is None else str(result.error).splitlines()[-1][:500]
+        config = result.config or {}
+        record = record_of(trial_id, config, metrics, error, trials_dir, numbers.get(trial_id))
+        tracker.log_trial(parent, record)  # idempotent: fills in anything the callback missed
+        records.append(record)
+    summary = tracker.finish_parent(parent, records, list(settings.objectives), folder)
+    out = {
+        "dataset": dataset,
+        "manifest": str(manifest.resolve()),
+        "backbone": settings.backbone,
+        "objectives": list(settings.objectives),
+        "hypervolume": summary["hypervolume"],
+        "front": summary["front"],
+        "mlflow": {
+            "tracking_uri": tracking_uri,
+            "experiment_id": tracker.experiment_id,
+            "parent_run_id": parent,
+        },
+        "trials": [
+            {**r.to_dict(), "mlflow_run_id": tracker.child_run_id(parent, r.trial_id)}
+            for r in records
+        ],
+    }
+    (folder / "search.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
+def _study_url(folder: Path) -> str:
+    return f"sqlite:///{folder / 'study.db'}"
+
+
+def _study_name(settings: SearchSettings, dataset: str) -> str:
+    return f"{settings.name}-{dataset}"
+
+
+def _tuner(
+    settings: SearchSettings,
+    dataset: str,
+    folder: Path,
+    trials_dir: Path,
+    base: dict[str, Any],
+    tracking_uri: str,
+    parent: str,
+    on_record: Callable[[TrialRecord], None] | None,
+) -> Tuner:
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, base=base, trials_dir=str(trials_dir)),
+        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+    )
+    experiment = folder / "ray" / "tune"
+    if settings.resume and Tuner.can_restore(str(experiment)):
+        log.info("resuming %s from %s", dataset, experiment)
+        tuner = Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
+        for cb in tuner._local_tuner._run_config.callbacks or []:  # noqa: SLF001
+            if isinstance(cb, TrackingCallback):
+                cb.on_record = on_record  # not pickled with the experiment
+        return tuner
+    keys = [OBJECTIVE_KEYS[o] for o in settings.objectives]
+    searcher = PruneAwareOptunaSearch(
+        space=define_by_run(settings.space),
+        metric=[k for k, _ in keys],
+        mode=[m for _, m in keys],
+        sampler=_sampler(settings.sampler, settings.seed, settings.trials),
+        storage=optuna.storages.RDBStorage(_study_url(folder)),
+        study_name=_study_name(settings, dataset),
+    )
+    scheduler = ASHAScheduler(
+        time_attr="training_iteration",
+        metric="dev_uar",
+        mode="max",
+        max_t=max_epochs(settings.space),
+        grace_period=min(settings.grace_period, max_epochs(settings.space)),
+        reduction_factor=2,
+    )
+    return Tuner(
+        trainable,
+        tune_config=TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=settings.trials,
+            max_concurrent_trials=settings.concurrency,
+        ),
+        run_config=RunConfig(
+            name="tune",
+            storage_path=str(folder / "ray"),
+            verbose=0,
+            failure_config=FailureConfig(max_failures=settings.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=[
+                TrackingCallback(tracking_uri, settings.name, parent, str(trials_dir), on_record)
+            ],
+        ),
+    )

@@ -1,0 +1,160 @@
+"""The search end to end on local Ray: Optuna study, MLflow runs, Pareto front, export, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import ray
+from mlflow import MlflowClient
+
+from search.tune import PruneAwareOptunaSearch, SearchSettings, run_search
+from spaces import SpaceConfig, define_by_run
+
+SPACE = {
+    "methods": ["frozen", "lora", "adapter"],
+    "epochs": 2,
+    "lora": {"rank": {"low": 1, "high": 4, "log": True}},
+    "adapter": {"width": {"low": 4, "high": 8, "log": True}},
+}
+BASE = {"max_seconds": 1.0, "batch_size": 16, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def _children(client: MlflowClient, experiment_id: str, parent: str) -> list:
+    return client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
+        max_results=1000,
+    )
+
+
+def test_prune_aware_searcher_tells_optuna_pruned(tmp_path: Path) -> None:
+    """A trial whose last report is not final (stopped by ASHA) must not count as complete."""
+    searcher = PruneAwareOptunaSearch(
+        space=define_by_run(SpaceConfig.from_dict(SPACE)),
+        metric=["obj_uar", "obj_params"],
+        mode=["max", "min"],
+        storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db"),
+        study_name="s",
+    )
+    searcher.suggest("stopped")
+    searcher.suggest("finished")
+    searcher.on_trial_complete("stopped", {"obj_uar": 0.9, "obj_params": 10.0, "final": False})
+    searcher.on_trial_complete("finished", {"obj_uar": 0.5, "obj_params": 20.0, "final": True})
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/s.db")
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE]
+    assert [t.values for t in study.best_trials] == [[0.5, 20.0]]
+
+
+def test_search_end_to_end(local_ray, synth_corpus: Path, tmp_path: Path) -> None:
+    settings = SearchSettings(
+        manifests=(synth_corpus,),
+        trials=3,
+        concurrency=2,
+        cpus_per_trial=1.0,
+        storage=tmp_path,
+        name="s",
+        space=SpaceConfig.from_dict(SPACE),
+        base=BASE,
+    )
+    summary = run_search(settings)[0]
+    folder = tmp_path / "s" / summary["dataset"]
+    on_disk = json.loads((folder / "search.json").read_text())
+    assert len(on_disk["trials"]) == 3
+    complete = [t for t in on_disk["trials"] if t["state"] == "COMPLETE"]
+    assert complete and set(summary["front"]) <= {t["trial_id"] for t in complete}
+
+    # Optuna agrees with our states: pruned trials are pruned there too.
+    study = optuna.load_study(
+        study_name=f"s-{summary['dataset']}", storage=f"sqlite:///{folder / 'study.db'}"
+    )
+    by_number = {t.number: t.state.name for t in study.trials}
+    assert sorted(by_number.values()) == sorted(
+        {"COMPLETE": "COMPLETE", "PRUNED": "PRUNED", "FAILED": "FAIL"}[t["state"]]
+        for t in on_disk["trials"]
+    )
+
+    # MLflow: one parent, one nested child per trial, metrics, pareto tags and artifacts.
+    ml = on_disk["mlflow"]
+    client = MlflowClient(ml["tracking_uri"])
+    parent = client.get_run(ml["parent_run_id"])
+    assert parent.info.status == "FINISHED" and "hypervolume" in parent.data.metrics
+    children = _children(client, ml["experiment_id"], ml["parent_run_id"])
+    assert sorted(c.data.tags["emotune.trial_id"] for c in children) == sorted(
+        t["trial_id"] for t in on_disk["trials"]
+    )
+    for child in children:
+        if child.data.tags["emotune.state"] == "COMPLETE":
+            for key in (
+                "dev_uar",
+                "test_uar",
+                "dev_uar_gap_gender",
+                "trainable_params",
+                "adapter_bytes",
+            ):
+                assert key in child.data.metrics, key
+            assert child.data.tags["pareto"] in ("true", "false")
+    assert {c.data.tags.get("pareto") for c in children} >= {"true"}
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "pareto")}
+    assert {f"pareto/pareto.{e}" for e in ("csv", "parquet", "png", "html")} <= artifacts
+
+
+def test_resume_after_interrupt_leaves_no_duplicates(synth_corpus: Path, tmp_path: Path) -> None:
+    """Ctrl-C during a search, then --resume: every trial once in MLflow, none left RUNNING."""
+    space = tmp_path / "space.yaml"
+    SpaceConfig.from_dict(SPACE).to_yaml(space)
+    cmd = [
+        sys.executable,
+        "-m",
+        "search.cli",
+        "search",
+        "--manifest",
+        str(synth_corpus),
+        "--trials",
+        "3",
+        "--concurrency",
+        "1",
+        "--space",
+        str(space),
+        "--storage",
+        str(tmp_path),
+        "--name",
+        "r",
+        "--max-seconds",
+        "1",
+    ]
+    env = {**os.environ, "RAY_DISABLE_DASHBOARD": "1"}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    trials = tmp_path / "r" / synth_corpus.parent.name / "trials"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(trials.glob("*/result.json"))) < 1:
+        time.sleep(1)
+    assert list(trials.glob("*/result.json")), "no trial finished before the interrupt"
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=180) != 0  # an interrupted search says so
+    done = subprocess.run(cmd + ["--resume"], env=env, timeout=600)
+    assert done.returncode == 0
+    summary = json.loads((trials.parent / "search.json").read_text())
+    assert len(summary["trials"]) == 3
+    client = MlflowClient(summary["mlflow"]["tracking_uri"])
+    children = _children(
+        client, summary["mlflow"]["experiment_id"], summary["mlflow"]["parent_run_id"]
+    )
+    ids = [c.data.tags["emotune.trial_id"] for c in children]
+    assert len(ids) == len(set(ids)) == 3
+    assert all(c.info.status != "RUNNING" for c in children)
