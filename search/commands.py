@@ -34,7 +34,16 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--space", type=Path, default=None, help="search space YAML")
     p.add_argument("--address", default=None, help="Ray cluster address (or RAY_ADDRESS)")
-    p.add_argument("--storage", type=Path, default=Path("runs/search"))
+    p.add_argument(
+        "--storage",
+        default="runs/search",
+        help="folder (local or NFS) or s3:// / gs:// URI for checkpoints and state",
+    )
+    p.add_argument(
+        "--shared-storage",
+        action="store_true",
+        help="the --storage folder is on every node (if not detected as NFS)",
+    )
     p.add_argument(
         "--tracking-uri", default=None, help="MLflow URI (default: SQLite in the search)"
     )
@@ -65,7 +74,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         sampler=args.sampler,
         objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
         address=args.address,
-        storage=args.storage,
+        storage=args.storage if "://" in args.storage else Path(args.storage),
+        shared_storage=args.shared_storage,
         tracking_uri=args.tracking_uri,
         name=args.name,
         resume=args.resume,
@@ -132,7 +142,12 @@ def _print_front(summary: dict[str, Any]) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from search.export import export_best, resolve_search
 
-    root = resolve_search(args.search, args.storage)
+    if "://" in args.storage:  # the driver's local mirror of a bucket-backed search
+        from search.storage import local_root
+
+        root = resolve_search(str(local_root(args.storage, args.search)))
+    else:
+        root = resolve_search(args.search, Path(args.storage))
     for e in export_best(root, args.out, objective=args.objective, max_params=args.max_params):
         console.print(
             f"{e.dataset}: {e.method} trial {e.trial_id} -> {e.path} (dev UAR "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,9 @@ from ray.tune import Callback, CheckpointConfig, FailureConfig, RunConfig, TuneC
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from search import storage as store
 from search.pareto import TrialRecord
+from search.records import fetch_final, record_of
 from search.tracking import SearchTracker, default_tracking_uri
 from spaces import SpaceConfig, define_by_run, to_train_config
 
@@ -34,14 +36,6 @@ OBJECTIVE_KEYS = {
     "params": ("obj_params", "min"),
     "fairness": ("obj_fairness", "min"),
 }
-SUMMARY = (
-    "uar",
-    "wa",
-    "macro_f1",
-    "uar_gap_gender",
-    "statistical_parity_gender",
-    "equal_opportunity_gender",
-)
 
 
 @dataclass(frozen=True)
@@ -57,7 +51,8 @@ class SearchSettings:
     sampler: str = "tpe"
     objectives: tuple[str, ...] = ("uar", "params")
     address: str | None = None
-    storage: Path = Path("runs/search")
+    storage: str | Path = Path("runs/search")  # a folder (local or NFS) or s3:// / gs:// URI
+    shared_storage: bool = False  # the user says a local-looking folder is on every node
     tracking_uri: str | None = None
     name: str = "search"
     resume: bool = False
@@ -86,7 +81,8 @@ class SearchSettings:
 
     @property
     def root(self) -> Path:
-        return (Path(self.storage) / self.name).resolve()
+        """The driver's local folder of this search (a mirror when storage is a URI)."""
+        return store.local_root(self.storage, self.name)
 
 
 class SearchInterrupted(RuntimeError):
@@ -99,6 +95,12 @@ class PruneAwareOptunaSearch(OptunaSearch):
     Ray's OptunaSearch marks a trial stopped by ASHA as COMPLETE with whatever it last reported,
     which would put partially trained configurations on the Pareto front.
     """
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        if trial_id in self._ot_trials:  # lets search.json name each trial's Optuna number
+            self._ot_trials[trial_id].set_user_attr("ray_trial_id", trial_id)
+        return config
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -116,71 +118,11 @@ def _sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, trials // 3)))
 
 
-def _trial(config: dict[str, Any], base: dict[str, Any], trials_dir: str) -> None:
-    """Body of one Ray trial (runs on a worker)."""
+def _trial(config: dict[str, Any], base: dict[str, Any]) -> None:
+    """Body of one Ray trial (runs on a worker, any node)."""
     from trainables.ray_entry import run_trial
 
-    trial_id = tune.get_context().get_trial_id()
-    run_trial(to_train_config(config, base), Path(trials_dir) / trial_id)
-
-
-def record_of(
-    trial_id: str,
-    config: dict[str, Any],
-    last: dict[str, Any] | None,
-    error: str | None,
-    trials_dir: Path,
-    number: int | None = None,
-) -> TrialRecord:
-    """Builds the TrialRecord of a finished trial from its folder and last report."""
-    folder = trials_dir / trial_id
-    result_file = folder / "result.json"
-    params = {k: v for k, v in config.items() if not k.startswith("_")}
-    method = str(params.get("method", "?"))
-    if error is None and last is not None and last.get("final") and result_file.is_file():
-        res = json.loads(result_file.read_text())
-        return TrialRecord(
-            trial_id=trial_id,
-            number=number,
-            state="COMPLETE",
-            method=method,
-            params=params,
-            dev=res["dev"],
-            test=res["test"],
-            trainable_params=res["trainable_params"],
-            adapter_bytes=res["adapter_bytes"],
-            best_epoch=res["best_epoch"],
-            history=res["history"],
-            adapter_dir=str(folder / "adapter"),
-            node=(last or {}).get("node"),
-            error=None,
-        )
-    history: list[dict[str, Any]] = []
-    state_file = folder / "checkpoint" / "state.json"
-    if state_file.is_file():
-        history = json.loads(state_file.read_text())["state"]["history"]
-    dev = {k: _finite((last or {}).get(f"dev_{k}")) for k in SUMMARY}
-    test = {k: _finite((last or {}).get(f"test_{k}")) for k in SUMMARY}
-    return TrialRecord(
-        trial_id=trial_id,
-        number=number,
-        state="FAILED" if error else "PRUNED",
-        method=method,
-        params=params,
-        dev=dev,
-        test=test,
-        trainable_params=(last or {}).get("trainable_params"),
-        adapter_bytes=None,
-        best_epoch=(last or {}).get("best_epoch"),
-        history=history,
-        adapter_dir=None,
-        node=(last or {}).get("node"),
-        error=error,
-    )
-
-
-def _finite(x: Any) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+    run_trial(to_train_config(config, base))
 
 
 class TrackingCallback(Callback):
@@ -206,9 +148,10 @@ class TrackingCallback(Callback):
     def _log(self, trial: Any, error: str | None) -> None:
         if self._tracker is None:
             self._tracker = SearchTracker(self.tracking_uri, self.experiment)
-        record = record_of(
-            trial.trial_id, trial.config, trial.last_result, error, Path(self.trials_dir)
-        )
+        folder = Path(self.trials_dir) / trial.trial_id
+        if error is None:
+            fetch_final(trial.checkpoint, folder)
+        record = record_of(trial.trial_id, trial.config, trial.last_result, error, folder)
         self._tracker.log_trial(self.parent_id, record)
         if self.on_record is not None:
             self.on_record(record)
@@ -243,8 +186,19 @@ def init_ray(settings: SearchSettings) -> None:
     """Connects to ``--address`` (or RAY_ADDRESS) or starts a local Ray without dashboard."""
     if ray.is_initialized():
         return
-    if settings.address:
-        ray.init(address=settings.address, log_to_driver=False)
+    address = settings.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except Exception as err:  # Ray raises several types here; only auth gets advice
+            if "auth" not in str(err).lower() and "token" not in str(err).lower():
+                raise
+            raise ValueError(
+                f"Ray at {address} refused the connection ({err}). The cluster uses token "
+                "authentication: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or "
+                "RAY_AUTH_TOKEN_PATH, default ~/.ray/auth_token) to the cluster's token, or "
+                "launch with `ray job submit` on the cluster."
+            ) from err
     else:
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
 
@@ -257,8 +211,10 @@ def run_search(
     if root.exists() and not settings.resume and any(root.glob("*/search.json")):
         raise ValueError(f"search {root} exists; pass --resume to continue it or a new --name")
     root.mkdir(parents=True, exist_ok=True)
-    uri = settings.tracking_uri or default_tracking_uri(root)
     init_ray(settings)
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    store.check_storage_for_cluster(settings.storage, nodes, settings.shared_storage)
+    uri = settings.tracking_uri or default_tracking_uri(root)
     return [run_dataset(settings, Path(m), uri, on_record) for m in settings.manifests]
 
 
@@ -271,6 +227,9 @@ def run_dataset(
     """One dataset's search: study, Tuner, MLflow parent, Pareto front, search.json."""
     dataset = dataset_name(manifest)
     folder = settings.root / dataset
+    remote = store.is_uri(settings.storage)
+    if remote and settings.resume:
+        store.download(str(settings.storage), settings.name, dataset, folder)
     trials_dir = folder / "trials"
     trials_dir.mkdir(parents=True, exist_ok=True)
     base = {**settings.base, "manifest": str(manifest.resolve()), "backbone": settings.backbone}
@@ -289,6 +248,9 @@ def run_dataset(
         tags={"emotune.dataset": dataset, "emotune.backbone": settings.backbone},
     )
     tracker.close_dangling(parent)  # children a crashed driver left RUNNING
+    # Snapshot the experiment every few seconds (Tune's default waits >= 10 s), so a killed
+    # driver loses little and never points at a checkpoint that was already rotated away.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     tuner = _tuner(settings, dataset, folder, trials_dir, base, tracking_uri, parent, on_record)
     grid = tuner.fit()
     statuses = [t.status for t in grid._experiment_analysis.trials]  # noqa: SLF001
@@ -305,8 +267,16 @@ def run_dataset(
         metrics = result.metrics or {}
         trial_id = metrics.get("trial_id") or Path(result.path).name.split("_")[-1]
         error = None if result.error is None else str(result.error).splitlines()[-1][:500]
-        config = result.config or {}
-        record = record_of(trial_id, config, metrics, error, trials_dir, numbers.get(trial_id))
+        if error is None:
+            fetch_final(result.checkpoint, trials_dir / trial_id)
+        record = record_of(
+            trial_id,
+            result.config or {},
+            metrics,
+            error,
+            trials_dir / trial_id,
+            numbers.get(trial_id),
+        )
         tracker.log_trial(parent, record)  # idempotent: fills in anything the callback missed
         records.append(record)
     summary = tracker.finish_parent(parent, records, list(settings.objectives), folder)
@@ -328,6 +298,8 @@ def run_dataset(
         ],
     }
     (folder / "search.json").write_text(json.dumps(out, indent=2))
+    if remote:
+        store.upload(folder, str(settings.storage), settings.name, dataset)
     return out
 
 
@@ -350,13 +322,14 @@ def _tuner(
     on_record: Callable[[TrialRecord], None] | None,
 ) -> Tuner:
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, base=base, trials_dir=str(trials_dir)),
+        tune.with_parameters(_trial, base=base),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
-    experiment = folder / "ray" / "tune"
-    if settings.resume and Tuner.can_restore(str(experiment)):
+    ray_path = store.ray_storage(settings.storage, settings.name, dataset)
+    experiment = f"{ray_path}/tune"
+    if settings.resume and Tuner.can_restore(experiment):
         log.info("resuming %s from %s", dataset, experiment)
-        tuner = Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
+        tuner = Tuner.restore(experiment, trainable=trainable, resume_errored=True)
         for cb in tuner._local_tuner._run_config.callbacks or []:  # noqa: SLF001
             if isinstance(cb, TrackingCallback):
                 cb.on_record = on_record  # not pickled with the experiment
@@ -388,10 +361,12 @@ def _tuner(
         ),
         run_config=RunConfig(
             name="tune",
-            storage_path=str(folder / "ray"),
+            storage_path=ray_path,
             verbose=0,
             failure_config=FailureConfig(max_failures=settings.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            # Keep a few: a driver killed between Tune's state snapshots must still find the
+            # checkpoint that its last snapshot names.
+            checkpoint_config=CheckpointConfig(num_to_keep=4),
             callbacks=[
                 TrackingCallback(tracking_uri, settings.name, parent, str(trials_dir), on_record)
             ],

@@ -81,3 +81,18 @@ def test_bad_manifest_is_a_clear_error(tmp_path: Path, capsys) -> None:
     )
     assert code == 2
     assert "missing.parquet" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", ["tiny-wavlm", "tiny-hubert", "tiny-wav2vec2", "tiny-whisper"])
+def test_train_from_a_local_folder(preset: str, synth_corpus: Path, tmp_path: Path) -> None:
+    """`--backbone FOLDER` (save_pretrained output) works for every family."""
+    from trainables.backbones import build_preset_model
+
+    folder = tmp_path / "backbone"
+    build_preset_model(preset).save_pretrained(folder)
+    code = main(["train", "--manifest", str(synth_corpus), "--backbone", str(folder),
+                 "--method", "lora", "--lora-rank", "2", "--epochs", "1", "--max-seconds", "1",
+                 "--out", str(tmp_path / "run")])
+    assert code == 0
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["backbone"] == str(folder) and result["random_init"] is False

@@ -76,6 +76,7 @@ def test_search_end_to_end(local_ray, synth_corpus: Path, tmp_path: Path) -> Non
     folder = tmp_path / "s" / summary["dataset"]
     on_disk = json.loads((folder / "search.json").read_text())
     assert len(on_disk["trials"]) == 3
+    assert sorted(t["number"] for t in on_disk["trials"]) == [0, 1, 2]  # Optuna's numbers
     complete = [t for t in on_disk["trials"] if t["state"] == "COMPLETE"]
     assert complete and set(summary["front"]) <= {t["trial_id"] for t in complete}
 

@@ -6,6 +6,7 @@ checkpoint, so a trial restarted by Ray (worker crash, node loss) resumes from i
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -13,6 +14,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -53,25 +55,43 @@ def epoch_metrics(report: EpochReport) -> dict[str, Any]:
         obj_fairness=1.0 if gap is None else float(gap),  # no gap measurable: worst value
         best_epoch=report.best_epoch,
         trainable_params=report.trainable_params,
-        node=socket.gethostname(),
     )
     metrics[FINAL_KEY] = report.done
     return metrics
 
 
-def run_trial(cfg: TrainConfig, out_dir: Path) -> dict[str, Any]:
-    """Runs one trial inside Ray Tune, resuming from Tune's checkpoint when there is one."""
+def run_trial(cfg: TrainConfig, out_dir: Path | None = None) -> dict[str, Any]:
+    """Runs one trial inside Ray Tune, resuming from Tune's checkpoint when there is one.
+
+    ``out_dir`` defaults to the trial's folder on this node. Every epoch reports its checkpoint;
+    the last report's checkpoint also holds ``result.json`` and ``adapter/``, so the driver gets
+    them through Ray's storage even when the trial ran on another node.
+    """
+    if out_dir is None:
+        out_dir = Path(tune.get_context().get_trial_dir()) / "emotune"
     out_dir.mkdir(parents=True, exist_ok=True)
     threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
     if threads > 0:
         torch.set_num_threads(threads)
+    resumed_from = 0
     restored = tune.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as folder:
             shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
             shutil.copytree(folder, out_dir / "checkpoint")
+        state = json.loads((out_dir / "checkpoint" / "state.json").read_text())
+        resumed_from = int(state["state"]["epoch"])
+    node = {"node": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id()}
 
     def report(r: EpochReport) -> None:
-        tune.report(epoch_metrics(r), checkpoint=tune.Checkpoint.from_directory(str(r.checkpoint)))
+        folder = r.checkpoint
+        if r.done:
+            folder = out_dir / "final"
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.copytree(r.checkpoint, folder)
+            shutil.copytree(out_dir / "adapter", folder / "adapter")
+            shutil.copy2(out_dir / "result.json", folder / "result.json")
+        metrics = {**epoch_metrics(r), **node, "resumed_from_epoch": resumed_from}
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
 
     return train(cfg, out_dir, on_epoch=report)

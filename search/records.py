@@ -1,0 +1,101 @@
+"""Turning a finished Ray trial into a :class:`TrialRecord` (driver side)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+from search.pareto import TrialRecord
+
+SUMMARY = (
+    "uar",
+    "wa",
+    "macro_f1",
+    "uar_gap_gender",
+    "statistical_parity_gender",
+    "equal_opportunity_gender",
+)
+
+
+def fetch_final(checkpoint: Any, dest: Path) -> bool:
+    """Copies a trial's final checkpoint (with ``result.json`` and ``adapter/``) to ``dest``.
+
+    The checkpoint lives in the search's storage (a local folder, NFS, or a bucket), so this
+    works whatever node ran the trial. Returns False when the checkpoint holds no result.
+    """
+    if (dest / "result.json").is_file():
+        return True
+    if checkpoint is None:
+        return False
+    tmp = dest.with_name(dest.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    checkpoint.to_directory(str(tmp))
+    if not (tmp / "result.json").is_file():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return True
+
+
+def record_of(
+    trial_id: str,
+    config: dict[str, Any],
+    last: dict[str, Any] | None,
+    error: str | None,
+    folder: Path,
+    number: int | None = None,
+) -> TrialRecord:
+    """The record of a finished trial whose final checkpoint (if any) was fetched to ``folder``.
+
+    A trial is COMPLETE only when its last report was final and its result reached the driver;
+    a trial stopped early by the scheduler is PRUNED; one that raised is FAILED.
+    """
+    last = last or {}
+    params = {k: v for k, v in config.items() if not k.startswith("_")}
+    method = str(params.get("method", "?"))
+    node = last.get("node")
+    if last.get("node_id"):
+        node = f"{node} ({str(last['node_id'])[:12]})"
+    result_file = folder / "result.json"
+    if error is None and last.get("final") and result_file.is_file():
+        res = json.loads(result_file.read_text())
+        return TrialRecord(
+            trial_id=trial_id,
+            number=number,
+            state="COMPLETE",
+            method=method,
+            params=params,
+            dev=res["dev"],
+            test=res["test"],
+            trainable_params=res["trainable_params"],
+            adapter_bytes=res["adapter_bytes"],
+            best_epoch=res["best_epoch"],
+            history=res["history"],
+            adapter_dir=str(folder / "adapter"),
+            node=node,
+            error=None,
+        )
+    return TrialRecord(
+        trial_id=trial_id,
+        number=number,
+        state="FAILED" if error else "PRUNED",
+        method=method,
+        params=params,
+        dev={k: _finite(last.get(f"dev_{k}")) for k in SUMMARY},
+        test={k: _finite(last.get(f"test_{k}")) for k in SUMMARY},
+        trainable_params=last.get("trainable_params"),
+        adapter_bytes=None,
+        best_epoch=last.get("best_epoch"),
+        history=[],
+        adapter_dir=None,
+        node=node,
+        error=error,
+    )
+
+
+def _finite(x: Any) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
