@@ -51,7 +51,10 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted search")
     p.add_argument("--max-seconds", type=float, default=6.0)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--fold", type=int, default=None)
+    p.add_argument("--fold", type=int, default=None,
+                   help="fold manifests: score configurations on this test fold (fast)")
+    p.add_argument("--folds", choices=["all"], default=None,
+                   help="fold manifests: score each configuration by the mean over all folds")
     p.add_argument(
         "--grace-period", type=int, default=2, help="epochs before ASHA may stop a trial early"
     )
@@ -81,6 +84,9 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         resume=args.resume,
         space=space,
         seed=args.seed,
+        grace_period=args.grace_period,
+        max_failures=args.max_failures,
+        all_folds=args.folds == "all",
         base={
             "max_seconds": args.max_seconds,
             "batch_size": args.batch_size,
@@ -219,7 +225,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from trainables.corpora import prepare_corpus
+
+    options: dict[str, Any] = {}
+    if args.labels is not None:
+        options["labels"] = args.labels
+    if args.folds is not None:
+        options["folds"] = args.folds
+    if args.song:
+        options["song"] = True
+    with console.status(f"reading {args.corpus} under {args.root}"):
+        manifest, text = prepare_corpus(args.corpus, args.root, args.out, args.classes, **options)
+    console.print(text)
+    console.print(f"manifest: {manifest}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    from trainables.corpora import CORPORA
+
+    p = sub.add_parser("prepare", help="turn a corpus on disk into a manifest")
+    p.add_argument("corpus", choices=CORPORA.names())
+    p.add_argument("--root", type=Path, required=True, help="the corpus folder as distributed")
+    p.add_argument("--out", type=Path, required=True, help="manifest to write (.parquet)")
+    p.add_argument("--classes", default="4", choices=["4", "all"],
+                   help="4: neutral/happy/angry/sad (default); all: every labelled emotion")
+    p.add_argument("--labels", choices=["filename", "voice"], default=None,
+                   help="CREMA-D: labels from file names (default) or voice-only votes")
+    p.add_argument("--folds", type=int, default=None,
+                   help="CREMA-D / RAVDESS: number of speaker-independent actor folds")
+    p.add_argument("--song", action="store_true", help="RAVDESS: include the song recordings")
+    p.set_defaults(handler=cmd_prepare)
+
     p = sub.add_parser("search", help="PEFT search with Ray Tune + Optuna, tracked in MLflow")
     add_search_args(p)
     p.set_defaults(handler=cmd_search)

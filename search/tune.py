@@ -28,6 +28,7 @@ from search.pareto import TrialRecord
 from search.records import fetch_final, record_of
 from search.tracking import SearchTracker, default_tracking_uri
 from spaces import SpaceConfig, define_by_run, to_train_config
+from trainables.folds import fold_values
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ class SearchSettings:
     resume: bool = False
     space: SpaceConfig = field(default_factory=SpaceConfig)
     base: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields shared by trials
-    grace_period: int = 2  # epochs every trial runs before ASHA may stop it
+    grace_period: int = 2  # epochs (folds with all_folds) a trial runs before ASHA may stop it
+    all_folds: bool = False  # score each configuration by the mean over every fold
     max_failures: int = 2
     seed: int = 0
 
@@ -118,11 +120,15 @@ def _sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, trials // 3)))
 
 
-def _trial(config: dict[str, Any], base: dict[str, Any]) -> None:
+def _trial(config: dict[str, Any], base: dict[str, Any], folds: list[int] | None) -> None:
     """Body of one Ray trial (runs on a worker, any node)."""
-    from trainables.ray_entry import run_trial
+    from trainables.ray_entry import run_trial, run_trial_folds
 
-    run_trial(to_train_config(config, base))
+    cfg = to_train_config(config, base)
+    if folds:
+        run_trial_folds(cfg, folds)
+    else:
+        run_trial(cfg)
 
 
 class TrackingCallback(Callback):
@@ -321,8 +327,11 @@ def _tuner(
     parent: str,
     on_record: Callable[[TrialRecord], None] | None,
 ) -> Tuner:
+    folds = fold_values(Path(base["manifest"])) if settings.all_folds else None
+    # ASHA's clock: epochs, or finished folds when each trial is cross-validated.
+    max_t = len(folds) if folds else max_epochs(settings.space)
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, base=base),
+        tune.with_parameters(_trial, base=base, folds=folds),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
     ray_path = store.ray_storage(settings.storage, settings.name, dataset)
@@ -347,8 +356,8 @@ def _tuner(
         time_attr="training_iteration",
         metric="dev_uar",
         mode="max",
-        max_t=max_epochs(settings.space),
-        grace_period=min(settings.grace_period, max_epochs(settings.space)),
+        max_t=max_t,
+        grace_period=min(settings.grace_period, max_t),
         reduction_factor=2,
     )
     return Tuner(

@@ -96,3 +96,25 @@ def test_train_from_a_local_folder(preset: str, synth_corpus: Path, tmp_path: Pa
     assert code == 0
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["backbone"] == str(folder) and result["random_init"] is False
+
+
+def test_prepare_then_train_on_a_fold(tmp_path: Path, capsys) -> None:
+    """`emotune prepare iemocap` on a tree in IEMOCAP's layout, then `train --fold 1`."""
+    from corpus_fixtures import build_fixture
+
+    root = build_fixture("iemocap", tmp_path / "IEMOCAP_full_release")
+    manifest = tmp_path / "iemocap.parquet"
+    assert main(["prepare", "iemocap", "--root", str(root), "--out", str(manifest)]) == 0
+    assert "fold=1" in capsys.readouterr().err  # the class x gender x fold summary
+    code = main(["train", "--manifest", str(manifest), "--fold", "1", "--method", "frozen",
+                 "--epochs", "1", "--max-seconds", "1", "--out", str(tmp_path / "run")])
+    assert code == 0
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["config"]["fold"] == 1
+
+
+def test_prepare_wrong_root_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    code = main(["prepare", "ravdess", "--root", str(tmp_path), "--out",
+                 str(tmp_path / "m.parquet")])
+    assert code == 2
+    assert "ravdess" in capsys.readouterr().err.lower()

@@ -159,3 +159,36 @@ def test_resume_after_interrupt_leaves_no_duplicates(synth_corpus: Path, tmp_pat
     ids = [c.data.tags["emotune.trial_id"] for c in children]
     assert len(ids) == len(set(ids)) == 3
     assert all(c.info.status != "RUNNING" for c in children)
+
+
+def test_cli_flags_reach_the_settings(synth_corpus: Path) -> None:
+    from search.cli import build_parser
+    from search.commands import settings_from_args
+
+    args = build_parser().parse_args([
+        "search", "--manifest", str(synth_corpus), "--grace-period", "3", "--max-failures",
+        "5", "--folds", "all", "--storage", "s3://bucket/x", "--shared-storage",
+        "--objectives", "uar,params,fairness", "--sampler", "nsga2"])
+    s = settings_from_args(args)
+    assert (s.grace_period, s.max_failures, s.all_folds) == (3, 5, True)
+    assert s.storage == "s3://bucket/x" and s.shared_storage
+    assert s.objectives == ("uar", "params", "fairness") and s.sampler == "nsga2"
+
+
+def test_search_scores_by_the_mean_over_all_folds(local_ray, tmp_path: Path) -> None:
+    """--folds all: each trial trains every fold; its score is the mean of the folds' dev UAR."""
+    from trainables.data.synth import synthesize
+
+    manifest = synthesize(tmp_path / "six", speakers=6, per_class=3, seed=1)
+    settings = SearchSettings(
+        manifests=(manifest,), trials=2, concurrency=2, storage=tmp_path, name="f",
+        space=SpaceConfig.from_dict({**SPACE, "methods": ["frozen"], "epochs": 1}),
+        base=BASE, all_folds=True, grace_period=3,
+    )
+    summary = run_search(settings)[0]
+    for trial in summary["trials"]:
+        assert trial["state"] == "COMPLETE"
+        result = json.loads((Path(trial["adapter_dir"]).parent / "result.json").read_text())
+        assert [f["fold"] for f in result["folds"]] == [0, 1, 2]
+        mean = sum(f["dev"]["uar"] for f in result["folds"]) / 3
+        assert trial["dev"]["uar"] == pytest.approx(mean)

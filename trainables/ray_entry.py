@@ -95,3 +95,55 @@ def run_trial(cfg: TrainConfig, out_dir: Path | None = None) -> dict[str, Any]:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
 
     return train(cfg, out_dir, on_epoch=report)
+
+
+def fold_metrics(summary: dict[str, Any], folds_done: int, last: bool) -> dict[str, Any]:
+    """Ray metrics of a cross-validated trial: means over the folds finished so far."""
+
+    def num(x: float | None) -> float:
+        return math.nan if x is None else float(x)
+
+    metrics: dict[str, Any] = {"epoch": folds_done, "best_epoch": summary["best_epoch"],
+                               "trainable_params": summary["trainable_params"]}
+    for split in ("dev", "test"):
+        for key, value in summary[split].items():
+            metrics[f"{split}_{key}"] = num(value)
+    gap = summary["dev"]["uar_gap_gender"]
+    metrics.update(obj_uar=summary["dev"]["uar"], obj_params=float(summary["trainable_params"]),
+                   obj_fairness=1.0 if gap is None else float(gap))
+    metrics[FINAL_KEY] = last
+    return metrics
+
+
+def run_trial_folds(cfg: TrainConfig, folds: list[int]) -> dict[str, Any]:
+    """A trial scored by the mean over ``folds``; one report per finished fold.
+
+    Each report's checkpoint holds the finished folds' results and adapters, so a restarted
+    trial skips them (the fold in progress starts again).
+    """
+    from trainables.folds import train_folds
+
+    out_dir = Path(tune.get_context().get_trial_dir()) / "emotune"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    restored = tune.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as folder:
+            shutil.copytree(folder, out_dir, dirs_exist_ok=True)
+    node = {"node": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id()}
+    done: list[int] = []
+
+    def report(summary: dict[str, Any], last: bool) -> None:
+        done.append(len(done))
+        staging = out_dir.parent / "emotune-report"
+        shutil.rmtree(staging, ignore_errors=True)
+        for fold_dir in out_dir.glob("fold_*"):
+            if (fold_dir / "result.json").is_file():
+                shutil.copytree(fold_dir, staging / fold_dir.name,
+                                ignore=shutil.ignore_patterns("checkpoint*"))
+        if last:
+            shutil.copytree(out_dir / "adapter", staging / "adapter")
+            shutil.copy2(out_dir / "result.json", staging / "result.json")
+        metrics = {**fold_metrics(summary, len(done), last), **node}
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(staging)))
+
+    return train_folds(cfg, out_dir, folds, on_fold=report)

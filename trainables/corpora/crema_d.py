@@ -1,0 +1,200 @@
+"""CREMA-D: 7,442 clips of 91 actors (48 M, 43 F) speaking 12 sentences in 6 emotions.
+
+Layout read (the CheyneyComputerScience/CREMA-D repository)::
+
+    AudioWAV/<actor>_<sentence>_<emotion>_<level>.wav     e.g. 1001_DFA_ANG_XX.wav (16 kHz)
+    VideoDemographics.csv                                  ActorID, Age, Sex, Race, Ethnicity
+    processedResults/summaryTable.csv                      only with labels="voice"
+
+Emotion codes ANG, DIS, FEA, HAP, NEU, SAD; levels LO, MD, HI, XX (unspecified). By default the
+label is the intended emotion from the file name; ``labels="voice"`` uses the crowd's majority
+vote on the audio-only presentation (``VoiceVote`` A/D/F/H/N/S; ties such as ``A:D`` are
+skipped). ``1076_MTI_SAD_XX.wav`` holds no audio and is skipped as empty. Protocol:
+speaker-independent, gender-balanced actor folds (default 5).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from pathlib import Path
+
+from trainables.corpora.base import (
+    CORPORA,
+    AudioFiles,
+    ClassSet,
+    PreparedCorpus,
+    Skip,
+    actor_folds,
+    first_existing,
+    missing_layout,
+    parse_gender,
+    select_classes,
+)
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_TABLES: tuple[str, ...] = (
+    "processedResults/summaryTable.csv",
+    "data/InfoAndStats/processedResults/summaryTable.csv",
+)
+LEVELS: dict[str, str] = {"LO": "low", "MD": "medium", "HI": "high", "XX": "unspecified"}
+NAME_LABELS: dict[str, str] = {
+    "ANG": "angry",
+    "DIS": "disgusted",
+    "FEA": "fearful",
+    "HAP": "happy",
+    "NEU": "neutral",
+    "SAD": "sad",
+}
+VOICE_LABELS: dict[str, str] = {
+    "A": "angry",
+    "D": "disgusted",
+    "F": "fearful",
+    "H": "happy",
+    "N": "neutral",
+    "S": "sad",
+}
+_NAME = re.compile(
+    r"^(?P<actor>\d{4})_(?P<sentence>[A-Z]{3})_(?P<emotion>[A-Z]{3})_(?P<level>[A-Z]{2})\.wav$"
+)
+
+
+def _demographics(root: Path) -> dict[str, str]:
+    """ActorID -> gender from ``VideoDemographics.csv`` (``Sex`` column)."""
+    path = root / "VideoDemographics.csv"
+    if not path.is_file():
+        raise missing_layout("crema-d", root, "VideoDemographics.csv and AudioWAV/", "AudioWAV")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if not {"ActorID", "Sex"} <= set(reader.fieldnames or []):
+            raise ValueError(f"crema-d: {path} lacks the ActorID and Sex columns")
+        return {r["ActorID"].strip(): parse_gender(r["Sex"]) for r in reader if r["ActorID"]}
+
+
+def _voice_votes(root: Path) -> dict[str, tuple[str, str]]:
+    """Clip name -> (VoiceVote, VoiceLevel) from ``summaryTable.csv``."""
+    path = first_existing(root, SUMMARY_TABLES)
+    if path is None:
+        raise FileNotFoundError(
+            f"crema-d: labels='voice' needs {' or '.join(SUMMARY_TABLES)} under {root}"
+        )
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if not {"FileName", "VoiceVote", "VoiceLevel"} <= set(reader.fieldnames or []):
+            raise ValueError(f"crema-d: {path} lacks FileName, VoiceVote or VoiceLevel")
+        return {
+            r["FileName"].strip(): (r["VoiceVote"].strip(), r["VoiceLevel"].strip())
+            for r in reader
+            if r["FileName"]
+        }
+
+
+def _label(
+    stem: str, emotion: str, classes: ClassSet, votes: dict[str, tuple[str, str]] | None
+) -> tuple[str, str] | Skip:
+    """(label, voice level) of one clip, or why it has none."""
+    if votes is None:
+        label = classes.label(emotion)
+        return (label, "") if label else Skip(stem, classes.reason(emotion))
+    if stem not in votes:
+        return Skip(stem, "no voice rating in summaryTable.csv")
+    vote, level = votes[stem]
+    if ":" in vote:
+        return Skip(stem, "voice vote tied")
+    label = classes.label(vote)
+    return (label, level) if label else Skip(stem, classes.reason(vote))
+
+
+def _rows(
+    root: Path,
+    genders: dict[str, str],
+    classes: ClassSet,
+    votes: dict[str, tuple[str, str]] | None,
+    prepared: PreparedCorpus,
+) -> dict[str, str]:
+    """Appends one row per usable clip in ``AudioWAV/`` (fold filled in later).
+
+    Returns:
+        Actor -> gender for every actor with a well-formed file name, used or not, so that
+        the folds do not depend on the class set or label source.
+    """
+    audio = AudioFiles()
+    folder = root / "AudioWAV"
+    actors: dict[str, str] = {}
+    for name in sorted(audio.names(folder)):
+        match = _NAME.match(name)
+        if match is None:
+            if name.lower().endswith(".wav"):
+                prepared.skipped.append(Skip(f"AudioWAV/{name}", "malformed file name"))
+            continue
+        actors[match["actor"]] = genders.get(match["actor"], "unknown")
+        labelled = _label(name[:-4], match["emotion"], classes, votes)
+        if isinstance(labelled, Skip):
+            prepared.skipped.append(labelled)
+            continue
+        problem = audio.problem(folder / name)
+        if problem:
+            prepared.skipped.append(Skip(f"AudioWAV/{name}", problem))
+            continue
+        prepared.rows.append(
+            {
+                "path": folder / name,
+                "label": labelled[0],
+                "speaker": match["actor"],
+                "gender": actors[match["actor"]],
+                "sentence": match["sentence"],
+                "intended_emotion": NAME_LABELS.get(match["emotion"], match["emotion"]),
+                "intensity": LEVELS.get(match["level"], match["level"]),
+                "voice_level": labelled[1],
+            }
+        )
+    return actors
+
+
+@CORPORA.register("crema-d")
+def prepare(
+    root: Path, classes: str = "4", labels: str = "filename", folds: int = 5
+) -> PreparedCorpus:
+    """Imports CREMA-D with speaker-independent actor folds.
+
+    Args:
+        root: The repository folder holding ``AudioWAV/`` and ``VideoDemographics.csv``.
+        classes: ``"4"`` (neutral, happy, angry, sad) or ``"all"`` (the 6 emotions).
+        labels: ``"filename"`` (intended emotion) or ``"voice"`` (audio-only majority vote).
+        folds: Number of gender-balanced actor folds.
+
+    Returns:
+        Rows with ``fold``, sentence, intended emotion and intensity.
+
+    Raises:
+        FileNotFoundError: If ``AudioWAV/``, the demographics or the vote table is missing.
+        ValueError: For an unknown ``labels`` value or a bad table.
+    """
+    root = Path(root)
+    if labels not in ("filename", "voice"):
+        raise ValueError(f"crema-d: labels must be 'filename' or 'voice', not {labels!r}")
+    source = VOICE_LABELS if labels == "voice" else NAME_LABELS
+    class_set = select_classes(classes, source, source)
+    if not (root / "AudioWAV").is_dir():
+        raise missing_layout("crema-d", root, "AudioWAV/ and VideoDemographics.csv", "AudioWAV")
+    genders = _demographics(root)
+    votes = _voice_votes(root) if labels == "voice" else None
+    prepared = PreparedCorpus("crema-d", root, class_set.choice, rows=[])
+    actors = _rows(root, genders, class_set, votes, prepared)
+    assignment = actor_folds(actors, folds) if actors else {}
+    for row in prepared.rows:
+        row["fold"] = assignment[str(row["speaker"])]
+    unknown = sorted(a for a, g in actors.items() if g == "unknown")
+    if unknown:
+        prepared.notes.append(f"not in VideoDemographics.csv (gender unknown): actors {unknown}")
+    source_text = (
+        "audio-only majority vote" if votes is not None else "intended emotion (file name)"
+    )
+    prepared.notes += [
+        f"labels: {source_text}",
+        f"protocol: {folds} speaker-independent, gender-balanced actor folds; "
+        "partition(fold=K) takes dev = fold K+1",
+    ]
+    return prepared
