@@ -36,6 +36,14 @@ SPACE = {
 BASE = {"max_seconds": 1.0, "batch_size": 16, "seed": 0}
 
 
+@pytest.fixture(scope="module")
+def longer_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Enough audio that a trial lasts several seconds, so faults land mid-trial."""
+    from trainables.data.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("longer"), speakers=4, per_class=24, seed=3)
+
+
 @pytest.fixture
 def cluster():
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
@@ -72,17 +80,39 @@ def _ray_results(root: Path) -> list[dict]:
     return rows
 
 
-def _wait_for(predicate, timeout: float = 180.0) -> bool:
+def _wait_for(predicate, timeout: float = 180.0, stop: threading.Event | None = None) -> bool:
     deadline = time.time() + timeout
-    while time.time() < deadline:
+    while time.time() < deadline and not (stop is not None and stop.is_set()):
         if predicate():
             return True
-        time.sleep(0.5)
+        time.sleep(0.2)
     return False
 
 
-def _checkpointed(root: Path) -> bool:
-    return any(root.glob("c/*/ray/tune/*/checkpoint_000000"))
+def _checkpointed_trials(root: Path) -> list[dict]:
+    """Last report of each trial that has a checkpoint on storage."""
+    rows = []
+    for folder in root.glob("c/*/ray/tune/*"):
+        lines = (
+            (folder / "result.json").read_text().splitlines()
+            if (folder / "result.json").is_file()
+            else []
+        )
+        if lines and any(folder.glob("checkpoint_*")):
+            rows.append(json.loads(lines[-1]))
+    return rows
+
+
+def _during_search(settings: SearchSettings, action) -> dict:
+    """Runs the search; ``action(stop_event)`` runs beside it in a thread."""
+    stop = threading.Event()
+    thread = threading.Thread(target=action, args=(stop,))
+    thread.start()
+    try:
+        return run_search(settings)[0]
+    finally:
+        stop.set()
+        thread.join()
 
 
 def test_local_storage_is_refused_on_a_multi_node_cluster(cluster, synth_corpus, tmp_path):
@@ -99,31 +129,21 @@ def test_trials_run_on_both_nodes(cluster, synth_corpus, tmp_path):
     assert len(nodes) == 2
 
 
-def test_killed_trial_process_resumes_from_its_checkpoint(cluster, synth_corpus, tmp_path):
+def test_killed_trial_process_resumes_from_its_checkpoint(cluster, longer_corpus, tmp_path):
     killed: list[int] = []
 
-    raylets = {info.process.pid for node in cluster.list_all_nodes()
-               for info in node.all_processes.get("raylet", [])}
+    def kill_a_checkpointed_trial(stop: threading.Event) -> None:
+        def unfinished() -> list[dict]:
+            return [r for r in _checkpointed_trials(tmp_path) if not r.get("final")]
 
-    def ours(proc: psutil.Process) -> bool:  # a trial worker of THIS cluster, not another Ray
-        try:
-            return any(p.pid in raylets for p in proc.parents())
-        except psutil.Error:
-            return False
+        if _wait_for(lambda: unfinished(), timeout=900, stop=stop):
+            pid = unfinished()[0]["pid"]
+            psutil.Process(pid).kill()
+            killed.append(pid)
 
-    def kill_one_trial() -> None:
-        if _wait_for(lambda: _checkpointed(tmp_path)):
-            for proc in psutil.process_iter(["cmdline"]):
-                if "ImplicitFunc" in " ".join(proc.info["cmdline"] or []) and ours(proc):
-                    proc.kill()
-                    killed.append(proc.pid)
-                    return
-
-    thread = threading.Thread(target=kill_one_trial)
-    thread.start()
-    summary = run_search(_settings(synth_corpus, tmp_path, cluster))[0]
-    thread.join()
-    assert killed, "no trial process was found to kill"
+    settings = _settings(longer_corpus, tmp_path, cluster, base={**BASE, "max_seconds": 2.0})
+    summary = _during_search(settings, kill_a_checkpointed_trial)
+    assert killed, "no trial process was killed"
     assert {t["state"] for t in summary["trials"]} == {"COMPLETE"}
     # The restarted trial continued after its checkpointed epoch instead of starting again.
     assert max(row.get("resumed_from_epoch", 0) for row in _ray_results(tmp_path)) >= 1
@@ -161,17 +181,28 @@ def test_failing_trial_is_failed_everywhere_and_the_search_goes_on(cluster, synt
         assert client.get_run(t["mlflow_run_id"]).info.status == "FAILED"
 
 
-def test_removed_worker_node_reschedules_its_trial(cluster, synth_corpus, tmp_path):
-    def remove_worker() -> None:
-        if _wait_for(lambda: _checkpointed(tmp_path)):
-            cluster.remove_node(cluster.worker, allow_graceful=False)
+def test_removed_worker_node_reschedules_its_trial(cluster, longer_corpus, tmp_path):
+    worker_id = cluster.worker.node_id
+    removed: list[str] = []
 
-    thread = threading.Thread(target=remove_worker)
-    thread.start()
-    summary = run_search(_settings(synth_corpus, tmp_path, cluster))[0]
-    thread.join()
-    assert len(cluster.list_all_nodes()) == 1
+    def remove_worker(stop: threading.Event) -> None:
+        def on_worker() -> bool:
+            return any(
+                r["node_id"] == worker_id and not r.get("final")
+                for r in _checkpointed_trials(tmp_path)
+            )
+
+        if _wait_for(on_worker, timeout=900, stop=stop):
+            cluster.remove_node(cluster.worker, allow_graceful=False)
+            removed.append(worker_id)
+
+    settings = _settings(longer_corpus, tmp_path, cluster, base={**BASE, "max_seconds": 2.0})
+    summary = _during_search(settings, remove_worker)
+    assert removed, "the worker node ran no trial to interrupt"
     assert {t["state"] for t in summary["trials"]} == {"COMPLETE"}
+    # The interrupted trial finished on the head, the only node left.
+    final_nodes = {r["node_id"] for r in _ray_results(tmp_path) if r.get("final")}
+    assert worker_id not in final_nodes
 
 
 def test_killed_driver_then_resume_leaves_one_run_per_trial(cluster, synth_corpus, tmp_path):

@@ -81,7 +81,8 @@ def run_trial(cfg: TrainConfig, out_dir: Path | None = None) -> dict[str, Any]:
             shutil.copytree(folder, out_dir / "checkpoint")
         state = json.loads((out_dir / "checkpoint" / "state.json").read_text())
         resumed_from = int(state["state"]["epoch"])
-    node = {"node": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id()}
+    node = {"node": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id(),
+            "pid": os.getpid()}
 
     def report(r: EpochReport) -> None:
         folder = r.checkpoint
