@@ -192,3 +192,24 @@ def test_search_scores_by_the_mean_over_all_folds(local_ray, tmp_path: Path) -> 
         assert [f["fold"] for f in result["folds"]] == [0, 1, 2]
         mean = sum(f["dev"]["uar"] for f in result["folds"]) / 3
         assert trial["dev"]["uar"] == pytest.approx(mean)
+
+
+def test_uri_storage_mirrors_the_driver_files(local_ray, synth_corpus, tmp_path, monkeypatch):
+    """--storage URI: Ray writes there; the driver's files are mirrored and come back."""
+    from search import storage as store
+
+    monkeypatch.setenv("EMOTUNE_CACHE", str(tmp_path / "cache"))
+    bucket = f"file://{tmp_path / 'bucket'}"
+    settings = SearchSettings(manifests=(synth_corpus,), trials=2, concurrency=2, storage=bucket,
+                              name="u", space=SpaceConfig.from_dict({**SPACE, "epochs": 1}),
+                              base=BASE)
+    summary = run_search(settings)[0]
+    dataset = summary["dataset"]
+    remote = tmp_path / "bucket" / "u" / dataset
+    assert (remote / "ray" / "tune").is_dir()  # Tune's experiment went to the storage URI
+    for name in ("search.json", "study.db", "pareto.csv"):
+        assert (remote / "driver" / name).is_file(), name
+    assert settings.root == tmp_path / "cache" / "searches" / "u"
+    restored = tmp_path / "restored"
+    assert store.download(bucket, "u", dataset, restored)
+    assert json.loads((restored / "search.json").read_text())["dataset"] == dataset
