@@ -20,17 +20,12 @@ import pandas as pd
 import plotly.graph_objects as go
 from matplotlib.figure import Figure
 
+from trainables.train import SUMMARY_KEYS
+
 logger = logging.getLogger(__name__)
 
 Sense = Literal["max", "min"]
-METRIC_KEYS: tuple[str, ...] = (
-    "uar",
-    "wa",
-    "macro_f1",
-    "uar_gap_gender",
-    "statistical_parity_gender",
-    "equal_opportunity_gender",
-)
+METRIC_KEYS: tuple[str, ...] = SUMMARY_KEYS  # the dev/test summary of every run
 STATES: tuple[str, ...] = ("COMPLETE", "PRUNED", "FAILED")
 
 

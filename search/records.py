@@ -9,15 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from search.pareto import TrialRecord
-
-SUMMARY = (
-    "uar",
-    "wa",
-    "macro_f1",
-    "uar_gap_gender",
-    "statistical_parity_gender",
-    "equal_opportunity_gender",
-)
+from trainables.train import SUMMARY_KEYS
 
 
 def fetch_final(checkpoint: Any, dest: Path) -> bool:
@@ -85,8 +77,8 @@ def record_of(
         state="FAILED" if error else "PRUNED",
         method=method,
         params=params,
-        dev={k: _finite(last.get(f"dev_{k}")) for k in SUMMARY},
-        test={k: _finite(last.get(f"test_{k}")) for k in SUMMARY},
+        dev={k: _finite(last.get(f"dev_{k}")) for k in SUMMARY_KEYS},
+        test={k: _finite(last.get(f"test_{k}")) for k in SUMMARY_KEYS},
         trainable_params=last.get("trainable_params"),
         adapter_bytes=None,
         best_epoch=last.get("best_epoch"),

@@ -19,7 +19,7 @@ import torch
 from ray import tune
 
 from trainables.config import TrainConfig
-from trainables.train import EpochReport, train
+from trainables.train import SUMMARY_KEYS, EpochReport, train
 
 # Keys every report carries. ``obj_*`` are the search objectives; ``final`` is True only on the
 # last report of a trial that ran to its end (a trial stopped early never reports it).
@@ -38,14 +38,7 @@ def epoch_metrics(report: EpochReport) -> dict[str, Any]:
         "lr": report.lr,
     }
     for split, m in (("dev", report.dev), ("test", report.test)):
-        for key in (
-            "uar",
-            "wa",
-            "macro_f1",
-            "uar_gap_gender",
-            "statistical_parity_gender",
-            "equal_opportunity_gender",
-        ):
+        for key in SUMMARY_KEYS:
             metrics[f"{split}_{key}"] = num(getattr(m, key))
     best = report.history[report.best_epoch - 1]["dev"]
     gap = best["uar_gap_gender"]
@@ -81,8 +74,11 @@ def run_trial(cfg: TrainConfig, out_dir: Path | None = None) -> dict[str, Any]:
             shutil.copytree(folder, out_dir / "checkpoint")
         state = json.loads((out_dir / "checkpoint" / "state.json").read_text())
         resumed_from = int(state["state"]["epoch"])
-    node = {"node": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id(),
-            "pid": os.getpid()}
+    node = {
+        "node": socket.gethostname(),
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "pid": os.getpid(),
+    }
 
     def report(r: EpochReport) -> None:
         folder = r.checkpoint
@@ -104,14 +100,20 @@ def fold_metrics(summary: dict[str, Any], folds_done: int, last: bool) -> dict[s
     def num(x: float | None) -> float:
         return math.nan if x is None else float(x)
 
-    metrics: dict[str, Any] = {"epoch": folds_done, "best_epoch": summary["best_epoch"],
-                               "trainable_params": summary["trainable_params"]}
+    metrics: dict[str, Any] = {
+        "epoch": folds_done,
+        "best_epoch": summary["best_epoch"],
+        "trainable_params": summary["trainable_params"],
+    }
     for split in ("dev", "test"):
         for key, value in summary[split].items():
             metrics[f"{split}_{key}"] = num(value)
     gap = summary["dev"]["uar_gap_gender"]
-    metrics.update(obj_uar=summary["dev"]["uar"], obj_params=float(summary["trainable_params"]),
-                   obj_fairness=1.0 if gap is None else float(gap))
+    metrics.update(
+        obj_uar=summary["dev"]["uar"],
+        obj_params=float(summary["trainable_params"]),
+        obj_fairness=1.0 if gap is None else float(gap),
+    )
     metrics[FINAL_KEY] = last
     return metrics
 
@@ -139,8 +141,9 @@ def run_trial_folds(cfg: TrainConfig, folds: list[int]) -> dict[str, Any]:
         shutil.rmtree(staging, ignore_errors=True)
         for fold_dir in out_dir.glob("fold_*"):
             if (fold_dir / "result.json").is_file():
-                shutil.copytree(fold_dir, staging / fold_dir.name,
-                                ignore=shutil.ignore_patterns("checkpoint*"))
+                shutil.copytree(
+                    fold_dir, staging / fold_dir.name, ignore=shutil.ignore_patterns("checkpoint*")
+                )
         if last:
             shutil.copytree(out_dir / "adapter", staging / "adapter")
             shutil.copy2(out_dir / "result.json", staging / "result.json")
