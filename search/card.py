@@ -1,0 +1,101 @@
+"""The model card (README.md) written beside an exported adapter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trainables.train import SUMMARY_KEYS
+
+_CARD = """\
+# {model_name}: speech emotion recognition adapter
+
+- Dataset: `{dataset}`; labels: {labels}
+- Backbone: `{backbone}`, {init}
+- Method: `{method}` ({options})
+- Trainable parameters: {params:,} (method + head); adapter file: {bytes:,} bytes
+- Audio: {sample_rate} Hz mono, evaluation crop `{eval_crop}` ({max_seconds} s)
+
+## Metrics (best dev epoch: {best_epoch})
+
+Fairness compares genders: per-gender UAR gap, statistical parity, equality of opportunity
+(lower is fairer).
+
+| metric | dev | test |
+|---|---|---|
+{rows}
+
+## How it was selected
+
+Best dev `{metric}` ({direction} is better) among the {candidates} COMPLETE trial(s) of
+{trials}; parameter budget: {budget}; ties go to fewer trainable parameters. Test metrics were
+not used. Trial `{trial_id}` (number {number}) of the search `{search_file}`, MLflow run
+`{run_id}`.
+
+## Usage (`DIR` is this folder)
+
+```bash
+emotune predict --adapter DIR a.wav
+```
+
+```python
+from trainables.export import load_adapter
+loaded = load_adapter("DIR")  # .model, .labels, .meta
+```
+"""
+_CARD_LORA = """
+The LoRA weights alone, as a peft folder, on the base backbone's Hugging Face model:
+
+```python
+from peft import PeftModel
+model = PeftModel.from_pretrained(base_model, "DIR/peft")
+```
+"""
+_CARD_MLFLOW = """
+MLflow: `mlflow.pyfunc.load_model("models:/{name}@{alias}")` predicts a DataFrame with a
+`path` column.
+"""
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def model_card(facts: dict[str, Any], alias: str) -> str:
+    """The Markdown model card of an export, from its :data:`EXPORT_FILE` facts."""
+    meta, trial = facts["adapter_meta"], facts["trial"]
+    dev, test = trial.get("dev") or {}, trial.get("test") or {}
+    card = _CARD.format(
+        model_name=facts["model_name"],
+        dataset=facts["dataset"],
+        labels=", ".join(meta["labels"]),
+        backbone=meta["backbone"],
+        init="**randomly initialised** (a test preset, not pre-trained: its scores say nothing "
+        "about real emotion recognition)"
+        if meta.get("random_init")
+        else "pre-trained",
+        method=meta["method"],
+        options=", ".join(f"{k}={v}" for k, v in sorted(meta["method_options"].items())),
+        params=int(trial["trainable_params"]),
+        bytes=int(trial["adapter_bytes"]),
+        sample_rate=meta["sample_rate"],
+        eval_crop=meta["eval_crop"],
+        max_seconds=meta["max_seconds"],
+        best_epoch=trial.get("best_epoch"),
+        rows="\n".join(f"| {k} | {_fmt(dev.get(k))} | {_fmt(test.get(k))} |" for k in SUMMARY_KEYS),
+        metric=facts["objective_metric"],
+        direction="higher" if facts["larger_is_better"] else "lower",
+        candidates=facts["candidates"],
+        trials=facts["trials"],
+        budget="none"
+        if facts["max_params"] is None
+        else f"<= {facts['max_params']:,} trainable params",
+        trial_id=trial["trial_id"],
+        number=trial.get("number"),
+        search_file=facts["search_file"],
+        run_id=trial.get("mlflow_run_id"),
+    )
+    if meta["method"] == "lora":
+        card += _CARD_LORA
+    if facts.get("registered_model"):
+        card += _CARD_MLFLOW.format(name=facts["registered_model"], alias=alias)
+    return card
