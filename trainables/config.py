@@ -9,6 +9,10 @@ from typing import Any, Literal
 from trainables.methods import METHODS, build_method
 from trainables.model import HeadConfig
 
+# Fields that change how fast a run goes, never its numbers (float16 caches excepted, which is
+# why ``feature_cache_dtype`` is not listed).
+SPEED_ONLY_FIELDS: tuple[str, ...] = ("feature_cache", "feature_cache_dir", "num_workers")
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -31,6 +35,23 @@ class TrainConfig:
         eval_crop: ``center`` (centre crop to ``max_seconds``) or ``full`` (whole clip).
         head: head options.
         device: torch device string.
+        feature_cache: for methods that keep the front end frozen (all but ``full``), compute its
+            output once per (backbone, split, crop policy) and memory-map it from
+            ``feature_cache_dir`` (shared by epochs, trials and nodes). Off: the front end runs
+            on every step. Both give the same results (frame-space crops either way; see
+            :mod:`trainables.data.frames`). Ignored for ``full``.
+        feature_cache_dir: cache root; None: ``$EMOTUNE_FEATURE_CACHE`` or
+            ``~/.cache/emotune/features``. A search passes ``<search root>/feature-cache``.
+        feature_cache_dtype: ``float32`` (identical results) or ``float16`` (half the disk and
+            page cache; logits differ by ~1e-3, see BENCHMARKS.md).
+        frontend_max_seconds: frozen-front-end methods run the front end on at most this much of
+            each training clip (its centre; never less than ``max_seconds``) and crop
+            ``max_seconds`` windows in frame space.
+        bucketing: length-bucketed batches (less padding); off: plain shuffled batches.
+        num_workers: DataLoader worker processes; None sizes them to the trial's CPU threads
+            (0 up to 4 threads: batches are slices of memory-mapped features or int16 clips).
+        fast_kernels: fused AdamW, bulk-random dropout masks and, with ``bf16``, a bf16 copy of
+            the frozen transformer (see :mod:`trainables.backbones.speed`).
     """
 
     manifest: Path
@@ -53,9 +74,19 @@ class TrainConfig:
     eval_crop: Literal["center", "full"] = "center"
     head: HeadConfig = dataclasses.field(default_factory=HeadConfig)
     device: str = "cpu"
+    feature_cache: bool = True
+    feature_cache_dir: Path | None = None
+    feature_cache_dtype: Literal["float32", "float16"] = "float32"
+    frontend_max_seconds: float = 30.0
+    bucketing: bool = True
+    num_workers: int | None = None
+    fast_kernels: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "manifest", Path(self.manifest).expanduser().resolve())
+        if self.feature_cache_dir is not None:
+            cache_dir = Path(self.feature_cache_dir).expanduser().resolve()
+            object.__setattr__(self, "feature_cache_dir", cache_dir)
         if isinstance(self.head, dict):
             object.__setattr__(self, "head", _from_dict(HeadConfig, self.head, "head"))
         checks = [
@@ -76,6 +107,18 @@ class TrainConfig:
             (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
             (self.max_seconds > 0, f"max_seconds must be > 0, got {self.max_seconds}"),
             (self.eval_crop in ("center", "full"), "eval_crop must be center or full"),
+            (
+                self.feature_cache_dtype in ("float32", "float16"),
+                "feature_cache_dtype must be float32 or float16",
+            ),
+            (
+                self.frontend_max_seconds > 0,
+                f"frontend_max_seconds must be > 0, got {self.frontend_max_seconds}",
+            ),
+            (
+                self.num_workers is None or self.num_workers >= 0,
+                f"num_workers must be >= 0 or None, got {self.num_workers}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -86,6 +129,16 @@ class TrainConfig:
         """JSON-serialisable form (paths as strings)."""
         d = dataclasses.asdict(self)
         d["manifest"] = str(self.manifest)
+        if self.feature_cache_dir is not None:
+            d["feature_cache_dir"] = str(self.feature_cache_dir)
+        return d
+
+    def result_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the fields that change speed but never results (a run may
+        resume with them changed)."""
+        d = self.to_dict()
+        for name in SPEED_ONLY_FIELDS:
+            d.pop(name, None)
         return d
 
     @classmethod

@@ -15,13 +15,34 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from trainables.backbones.speed import cast_frozen_to_bf16, use_fast_dropout
 from trainables.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from trainables.config import TrainConfig
-from trainables.data.dataset import ClipSet, class_weights, collate
-from trainables.data.manifest import Partition, partition
+from trainables.data.dataset import Batch, class_weights
+from trainables.data.frames import FrameBatch
+from trainables.data.manifest import partition
+from trainables.data.splits import (
+    Splits,
+    load_frame_splits,
+    load_splits,
+    make_loaders,
+    set_epoch,
+)
 from trainables.export import build_model, save_adapter, trainable_state
 from trainables.metrics import EvalMetrics, evaluate
 from trainables.model import SERModel
+
+__all__ = [
+    "EpochReport",
+    "NonFiniteLossError",
+    "Splits",
+    "StepContext",
+    "load_frame_splits",
+    "load_splits",
+    "logits_of",
+    "predict",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,49 +68,51 @@ class EpochReport:
     trainable_params: int
     done: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
+    speed: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
-class Splits:
-    train: ClipSet
-    dev: ClipSet
-    test: ClipSet
-    labels: list[str]
+class StepContext:
+    """What a step needs besides the model and batch: device, precision, unit of length.
+
+    Attributes:
+        device: torch device string.
+        bf16: autocast to bfloat16.
+        bf16_inputs: the frozen transformer is stored in bf16 (feed it bf16 features).
+        seconds_per_unit: audio seconds per sample (waveforms) or per frame (features).
+    """
+
+    device: str
+    bf16: bool
+    bf16_inputs: bool = False
+    seconds_per_unit: float = 0.0
 
     @property
-    def skipped(self) -> list[dict[str, str]]:
-        return [
-            {"path": s.path, "reason": s.reason}
-            for d in (self.train, self.dev, self.test)
-            for s in d.skipped
-        ]
+    def device_type(self) -> str:
+        return torch.device(self.device).type
 
 
-def load_splits(cfg: TrainConfig, sample_rate: int, part: Partition | None = None) -> Splits:
-    """Decodes the audio of the manifest partition once (bad files are skipped, not fatal)."""
-    part = part or partition(cfg.manifest, fold=cfg.fold, dev_fold=cfg.dev_fold)
-    labels = list(part.labels)
-
-    def make(utts: tuple, crop: str) -> ClipSet:
-        return ClipSet(utts, labels, sample_rate, cfg.max_seconds, crop, seed=cfg.seed)
-
-    return Splits(
-        make(part.train, "random"),
-        make(part.dev, cfg.eval_crop),
-        make(part.test, cfg.eval_crop),
-        labels,
-    )
+def logits_of(model: SERModel, batch: Batch | FrameBatch, ctx: StepContext) -> torch.Tensor:
+    """``(batch, classes)`` logits of a waveform or frame-feature batch (already on device)."""
+    with torch.autocast(ctx.device_type, dtype=torch.bfloat16, enabled=ctx.bf16):
+        if isinstance(batch, FrameBatch):
+            feats = batch.features.to(torch.bfloat16) if ctx.bf16_inputs else batch.features
+            out = model.backbone.encode(feats, batch.frame_lengths)  # features -> hidden states
+            return model.head(out.hidden_states, out.frame_mask)
+        return model(batch.waves, batch.lengths)
 
 
 @torch.no_grad()
-def predict(model: SERModel, loader: DataLoader, device: str, bf16: bool) -> tuple[np.ndarray, ...]:
-    """Returns ``(y_true, y_pred, genders, probs)`` over a loader."""
+def predict(
+    model: SERModel, loader: DataLoader, device: str, bf16: bool, ctx: StepContext | None = None
+) -> tuple[np.ndarray, ...]:
+    """Returns ``(y_true, y_pred, genders, probs)`` over a loader (in the loader's order)."""
+    ctx = ctx or StepContext(device, bf16)
     model.eval()
     ys, preds, genders, probs = [], [], [], []
     for batch in loader:
         batch = batch.to(device)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(batch.waves, batch.lengths)
+        logits = logits_of(model, batch, ctx)
         p = logits.float().softmax(dim=-1)
         ys.append(batch.labels.cpu().numpy())
         preds.append(p.argmax(dim=-1).cpu().numpy())
@@ -124,7 +147,14 @@ def train(
     dev UAR (selection never looks at test), checkpoints to ``out_dir/checkpoint`` and calls
     ``on_epoch``. ``result.json`` and ``adapter/`` are written before the last epoch's callback,
     so a caller that stops the run at its final report loses nothing. A run with an existing
-    checkpoint continues after its last finished epoch.
+    checkpoint continues after its last finished epoch (``feature_cache``, its folder and
+    ``num_workers`` may differ on resume: they never change the numbers).
+
+    Methods that keep the front end frozen (all but ``full``) train on frame features, cropped
+    in frame space and memory-mapped from the feature cache when ``cfg.feature_cache`` is on
+    (see :mod:`trainables.data.frames`); ``full`` trains on waveforms with waveform crops.
+    Each history entry carries ``speed``: train seconds, padding fraction and audio seconds
+    per second.
 
     Returns:
         The result dict also written to ``out_dir/result.json``.
@@ -137,11 +167,19 @@ def train(
     model, method = build_model(
         cfg.backbone, cfg.method, cfg.method_options, cfg.head, num_classes, seed=cfg.seed
     )
-    splits = splits or load_splits(cfg, model.backbone.sample_rate, part)
     model.to(cfg.device)
+    if splits is None:
+        splits = (
+            load_frame_splits(cfg, model.backbone, part)
+            if method.frozen_frontend
+            else load_splits(cfg, model.backbone.sample_rate, part)
+        )
+    ctx = _step_context(cfg, model, splits)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loaders = _loaders(cfg, splits)
+    opt = torch.optim.AdamW(
+        params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fast_kernels or None
+    )
+    loaders = make_loaders(cfg, splits)
     sched = _scheduler(cfg, opt, cfg.epochs * len(loaders["train"]))
     weights = class_weights(splits.train.targets, num_classes).to(cfg.device)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
@@ -151,7 +189,7 @@ def train(
     best = trainable_state(model)
     if has_checkpoint(ckpt):
         tensors, meta = load_checkpoint(ckpt, opt)
-        if meta.get("config") != cfg.to_dict():
+        if _comparable(meta.get("config")) != cfg.result_dict():
             raise ValueError(f"{ckpt} belongs to a different configuration; use a new --out")
         model.load_state_dict(
             {k: v for k, v in tensors.items() if not k.startswith("best.")}, strict=False
@@ -163,9 +201,11 @@ def train(
 
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        loss, lr = _train_epoch(model, loaders["train"], opt, sched, loss_fn, cfg, epoch)
-        dev = _evaluate(model, loaders["dev"], cfg, num_classes)
-        test = _evaluate(model, loaders["test"], cfg, num_classes)
+        loss, lr, speed = _train_epoch(
+            model, loaders["train"], opt, sched, loss_fn, cfg, epoch, params, ctx
+        )
+        dev = _evaluate(model, loaders["dev"], ctx, num_classes)
+        test = _evaluate(model, loaders["test"], ctx, num_classes)
         if cfg.schedule == "plateau":
             sched.step(dev.uar)
         is_best = dev.uar > state["best_dev_uar"]
@@ -182,6 +222,7 @@ def train(
                 "lr": lr,
                 "dev": dev.to_dict(),
                 "test": test.to_dict(),
+                "speed": {**speed, "epoch_seconds": time.perf_counter() - t0},
             }
         )
         done = epoch == cfg.epochs or (0 < cfg.patience <= state["since_best"])
@@ -206,8 +247,17 @@ def train(
             sum(model.trainable_params()),
             done,
             state["history"],
+            state["history"][-1]["speed"],
         )
-        log.info("epoch %d loss %.4f dev UAR %.4f test UAR %.4f", epoch, loss, dev.uar, test.uar)
+        log.info(
+            "epoch %d loss %.4f dev UAR %.4f test UAR %.4f (%.1f s, padding %.1f%%)",
+            epoch,
+            loss,
+            dev.uar,
+            test.uar,
+            report.seconds,
+            100 * speed["padding_fraction"],
+        )
         result = None
         if done:  # finish before the last callback: Ray may stop the trial at that report
             model.load_state_dict(best, strict=False)
@@ -219,25 +269,57 @@ def train(
         if result is not None:
             return result
 
-    # Resumed from the checkpoint of a run that had already finished every epoch.
+    # Resumed from the checkpoint of a run that had already finished every epoch (a trial
+    # restarted after its last checkpoint): report the last epoch again, so the caller (Ray)
+    # still gets a final report.
     model.load_state_dict(best, strict=False)
-    return _finish(cfg, out_dir, model, method, splits, state, time.perf_counter() - started)
+    result = _finish(cfg, out_dir, model, method, splits, state, time.perf_counter() - started)
+    if on_epoch is not None and state["history"]:
+        last = state["history"][-1]
+        on_epoch(
+            EpochReport(
+                last["epoch"],
+                last["train_loss"],
+                last["lr"],
+                EvalMetrics(**last["dev"]),
+                EvalMetrics(**last["test"]),
+                0.0,
+                state["best_epoch"] == last["epoch"],
+                state["best_epoch"],
+                state["best_dev_uar"],
+                ckpt,
+                sum(model.trainable_params()),
+                True,
+                state["history"],
+                last.get("speed", {}),
+            )
+        )
+    return result
 
 
-def _loaders(cfg: TrainConfig, splits: Splits) -> dict[str, DataLoader]:
-    gen = torch.Generator().manual_seed(cfg.seed)
-    return {
-        "train": DataLoader(
-            splits.train,
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            collate_fn=collate,
-            generator=gen,
-            drop_last=False,
-        ),
-        "dev": DataLoader(splits.dev, batch_size=cfg.batch_size, collate_fn=collate),
-        "test": DataLoader(splits.test, batch_size=cfg.batch_size, collate_fn=collate),
-    }
+def _comparable(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A checkpoint's config without the speed-only fields (see ``TrainConfig.result_dict``)."""
+    if config is None:
+        return None
+    try:
+        return TrainConfig.from_dict(config).result_dict()
+    except (TypeError, ValueError):
+        return config
+
+
+def _step_context(cfg: TrainConfig, model: SERModel, splits: Splits) -> StepContext:
+    """Applies the fast kernels to ``model`` and says how steps must feed it."""
+    bf16_inputs = False
+    if cfg.fast_kernels:
+        use_fast_dropout(model)
+        if cfg.bf16 and splits.frames:
+            bf16_inputs = cast_frozen_to_bf16(model.backbone) > 0
+    bb = model.backbone
+    if splits.frames:  # seconds per frame, from the frame count of 10 s of audio
+        unit = 10.0 / bb.frontend_frames(10 * bb.sample_rate)
+    else:
+        unit = 1.0 / bb.sample_rate
+    return StepContext(cfg.device, cfg.bf16, bf16_inputs, unit)
 
 
 def _train_epoch(
@@ -248,37 +330,47 @@ def _train_epoch(
     loss_fn: torch.nn.Module,
     cfg: TrainConfig,
     epoch: int,
-) -> tuple[float, float]:
+    params: list[torch.nn.Parameter],
+    ctx: StepContext,
+) -> tuple[float, float, dict[str, float]]:
+    """One pass over ``loader``; returns mean loss, last LR and throughput figures."""
     model.train()
-    loader.dataset.set_epoch(epoch)
-    # The shuffle order of epoch e depends only on (seed, e): resuming replays it exactly.
-    loader.generator.manual_seed(cfg.seed * 100_003 + epoch)
-    total, count = 0.0, 0
+    set_epoch(loader, cfg.seed, epoch)
+    total = torch.zeros((), dtype=torch.float64)
+    count = valid = padded = 0
+    started = time.perf_counter()
     for batch in loader:
+        lengths = batch.frame_lengths if isinstance(batch, FrameBatch) else batch.lengths
+        n = len(lengths)
+        valid += int(lengths.sum())
+        padded += n * int(lengths.max())
         batch = batch.to(cfg.device)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            logits = model(batch.waves, batch.lengths)
+        logits = logits_of(model, batch, ctx)
         loss = loss_fn(logits.float(), batch.labels)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"epoch {epoch}: training loss is {loss.item()}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(
-                [p for p in model.parameters() if p.requires_grad], cfg.grad_clip
-            )
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
         opt.step()
         if cfg.schedule == "cosine":
             sched.step()
-        total += loss.item() * len(batch.labels)
-        count += len(batch.labels)
-    return total / max(count, 1), float(opt.param_groups[0]["lr"])
+        total += loss.detach().double().cpu() * n
+        count += n
+    seconds = time.perf_counter() - started
+    speed = {
+        "train_seconds": seconds,
+        "padding_fraction": 1.0 - valid / max(padded, 1),
+        "audio_seconds_per_second": valid * ctx.seconds_per_unit / max(seconds, 1e-9),
+    }
+    return float(total) / max(count, 1), float(opt.param_groups[0]["lr"]), speed
 
 
 def _evaluate(
-    model: SERModel, loader: DataLoader, cfg: TrainConfig, num_classes: int
+    model: SERModel, loader: DataLoader, ctx: StepContext, num_classes: int
 ) -> EvalMetrics:
-    y, pred, genders, _ = predict(model, loader, cfg.device, cfg.bf16)
+    y, pred, genders, _ = predict(model, loader, ctx.device, ctx.bf16, ctx)
     return evaluate(y, pred, list(genders), num_classes)
 
 

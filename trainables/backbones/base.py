@@ -15,9 +15,11 @@ methods, the head and the trainer never branch on the family:
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -117,6 +119,15 @@ class Backbone(nn.Module):
         """Frame features -> hidden states of every layer (prompt positions stripped)."""
         raise NotImplementedError
 
+    def frontend_frames(self, samples: int) -> int:
+        """Number of frames :meth:`frontend` returns for a clip of ``samples`` samples."""
+        raise NotImplementedError
+
+    def frontend_settings(self) -> dict[str, Any]:
+        """JSON-able settings that, with the front-end weights, fix what :meth:`frontend` computes
+        (architecture, sample rate, waveform normalisation, log-mel parameters)."""
+        raise NotImplementedError
+
     def ffn_slot(self, layer: nn.Module) -> tuple[nn.Module, str]:
         """``(parent, attribute)`` of the module whose output is the layer's feed-forward output."""
         raise NotImplementedError
@@ -131,8 +142,32 @@ class Backbone(nn.Module):
         }[which]
         return rf".*layers\.\d+\.(.*\.)?({'|'.join(names)})"
 
+    @property
+    def frontend_frozen(self) -> bool:
+        """True when no front-end weight is trained (its output may then be cached)."""
+        return not any(p.requires_grad for m in self.frontend_modules() for p in m.parameters())
+
+    def frontend_digest(self) -> str:
+        """SHA-256 over :meth:`frontend_settings` and every front-end weight (name, dtype, bytes).
+
+        Two backbones with the same digest compute the same features, so the digest keys the
+        feature cache; any change of weights or preprocessing gives a new key.
+        """
+        h = hashlib.sha256()
+        settings = {"family": self.family, **self.frontend_settings()}
+        h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+        for i, module in enumerate(self.frontend_modules()):
+            for name, tensor in sorted(module.state_dict().items()):
+                t = tensor.detach().to("cpu").contiguous()
+                h.update(f"{i}.{name}:{t.dtype}:{tuple(t.shape)}".encode())
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> BackboneOutput:
-        features, frame_lengths = self.frontend(waves, lengths)
+        # A frozen front end needs no graph: without this, HF's feature encoder marks its input
+        # as requiring grad in train mode and every step pays a backward through the CNN.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frontend_frozen):
+            features, frame_lengths = self.frontend(waves, lengths)
         return self.encode(features, frame_lengths)
 
     def _inject(

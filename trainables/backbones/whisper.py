@@ -7,6 +7,9 @@ cut to the clip's frames and padded frames are masked in every attention layer.
 
 from __future__ import annotations
 
+import hashlib
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -68,6 +71,25 @@ class WhisperBackbone(Backbone):
 
     def ffn_slot(self, layer: nn.Module) -> tuple[nn.Module, str]:
         return layer, "fc2"
+
+    def frontend_frames(self, samples: int) -> int:
+        # A centred STFT gives 1 + samples // hop frames; the extractor drops the last one.
+        return max(samples, self.min_samples) // int(self.feature_extractor.hop_length)
+
+    def frontend_settings(self) -> dict[str, Any]:
+        fe = self.feature_extractor
+        return {
+            "class": type(fe).__name__,
+            "sample_rate": self.sample_rate,
+            "min_samples": self.min_samples,
+            **{
+                k: getattr(fe, k, None)
+                for k in ("feature_size", "n_fft", "hop_length", "dither", "padding_value")
+            },
+            "mel_filters": hashlib.sha256(
+                np.ascontiguousarray(fe.mel_filters).tobytes()
+            ).hexdigest(),
+        }
 
     def frontend(
         self, waves: torch.Tensor, lengths: torch.Tensor

@@ -182,6 +182,15 @@ class ClipSet(Dataset[Clip]):
     def __len__(self) -> int:
         return len(self._waves)
 
+    def num_samples(self, index: int) -> int:
+        """Samples item ``index`` yields (after its crop; the same in every epoch)."""
+        n = int(self._waves[index].shape[0])
+        return n if self.crop_mode == "full" else min(n, self.max_samples)
+
+    def lengths(self) -> list[int]:
+        """Samples each item yields (for length bucketing)."""
+        return [self.num_samples(i) for i in range(len(self._waves))]
+
     def __getitem__(self, index: int) -> Clip:
         if not 0 <= index < len(self._waves):
             raise IndexError(f"index {index} out of range for {len(self._waves)} clips")

@@ -1,0 +1,346 @@
+"""Frame-space data for methods that keep the front end frozen (every method but ``full``).
+
+Crop policy. The front end (the CNN of wav2vec 2.0-style models, Whisper's log-mel) does not
+commute with cropping: waveform normalisation, the CNN's per-utterance GroupNorm and Whisper's
+per-clip log-mel clamp all look at the whole input, so the features of a crop differ from a crop
+of the clip's features. To make the front end's output cacheable and still draw a fresh random
+crop every epoch, frozen-front-end methods crop in frame space:
+
+* train: the front end runs once on the centre ``source_seconds`` of each clip (default 30 s, so
+  usually the whole clip); each epoch takes a random window of ``frontend_frames(max_seconds)``
+  frames from it, drawn from ``(seed, epoch, index)`` like :class:`ClipSet`'s waveform crops.
+* dev / test: exactly the waveform crop of :class:`ClipSet` (centre ``max_seconds`` or the full
+  clip), front end on it, all frames kept: the same numbers as the uncropped-in-frames path,
+  export and ``predict``.
+
+The features come either from the on-disk cache (:mod:`trainables.data.cache`) or are computed on
+every access (:class:`LiveSource`); both go through the same per-clip :class:`FrontendExtractor`
+call on the same int16-quantised waveform, so a float32 cache gives identical tensors.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch.utils.data import Dataset
+
+from trainables.backbones import Backbone
+from trainables.data.cache import FeatureCache, FeatureTable, cache_key, file_digests
+from trainables.data.dataset import ClipSet, SkippedFile
+from trainables.data.manifest import Utterance
+
+log = logging.getLogger(__name__)
+
+
+class FrontendExtractor:
+    """Runs a backbone's front end on one clip, always in float32 and without autograd.
+
+    Args:
+        backbone: whose :meth:`Backbone.frontend` to run.
+        device: where to run it; results come back on the CPU.
+    """
+
+    def __init__(self, backbone: Backbone, device: str | torch.device = "cpu") -> None:
+        self.backbone = backbone
+        self.device = torch.device(device)
+
+    def __call__(self, wave: torch.Tensor) -> torch.Tensor:
+        """``(samples,)`` waveform -> ``(frames, dim)`` float32 CPU features."""
+        x = wave.reshape(1, -1).to(self.device, torch.float32)
+        lengths = torch.tensor([x.shape[1]], device=self.device)
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
+            feats, frames = self.backbone.frontend(x, lengths)  # (1, frames, dim)
+        return feats[0, : int(frames[0])].float().cpu()
+
+    def frames(self, samples: int) -> int:
+        return self.backbone.frontend_frames(samples)
+
+
+class FeatureSource(Protocol):
+    """Per-item frame features, cached or computed."""
+
+    def __len__(self) -> int: ...
+
+    def num_frames(self, index: int) -> int: ...
+
+    def features(self, index: int, start: int = 0, stop: int | None = None) -> torch.Tensor: ...
+
+
+class TableSource:
+    """Features read from a memory-mapped cache entry."""
+
+    def __init__(self, table: FeatureTable) -> None:
+        self.table = table
+        self._frames = table.frames
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def num_frames(self, index: int) -> int:
+        return self._frames[index]
+
+    def features(self, index: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        return self.table.features(index, start, stop)
+
+
+class LiveSource:
+    """Features computed by the front end on every access (no cache)."""
+
+    def __init__(self, clips: ClipSet, extract: FrontendExtractor) -> None:
+        self.clips = clips
+        self.extract = extract
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def num_frames(self, index: int) -> int:
+        return self.extract.frames(self.clips.num_samples(index))
+
+    def features(self, index: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        return self.extract(self.clips[index].wave)[start:stop]
+
+
+@dataclass
+class FrameClip:
+    """One example in frame space: ``features`` is ``(frames, dim)`` float32."""
+
+    features: torch.Tensor
+    label: int
+    gender: str
+    index: int
+
+
+@dataclass
+class FrameBatch:
+    """A zero-padded batch of frame features.
+
+    Attributes:
+        features: ``(batch, max_frames, dim)`` float32.
+        frame_lengths: ``(batch,)`` int64 valid frames per row.
+        labels: ``(batch,)`` int64 class indices.
+        genders: gender of each row.
+        indices: ``(batch,)`` int64 dataset index of each row.
+    """
+
+    features: torch.Tensor
+    frame_lengths: torch.Tensor
+    labels: torch.Tensor
+    genders: list[str]
+    indices: torch.Tensor
+
+    def to(self, device: torch.device | str) -> FrameBatch:
+        """Returns a copy with every tensor on ``device``."""
+        return FrameBatch(
+            self.features.to(device, non_blocking=True),
+            self.frame_lengths.to(device),
+            self.labels.to(device),
+            list(self.genders),
+            self.indices.to(device),
+        )
+
+
+def collate_frames(clips: list[FrameClip]) -> FrameBatch:
+    """Stacks frame clips into a zero-padded :class:`FrameBatch`."""
+    if not clips:
+        raise ValueError("cannot collate an empty list of clips")
+    lengths = torch.tensor([c.features.shape[0] for c in clips], dtype=torch.int64)
+    dim = clips[0].features.shape[1]
+    feats = torch.zeros(len(clips), int(lengths.max()), dim, dtype=torch.float32)
+    for row, clip in enumerate(clips):
+        feats[row, : clip.features.shape[0]] = clip.features
+    return FrameBatch(
+        feats,
+        lengths,
+        torch.tensor([c.label for c in clips], dtype=torch.int64),
+        [c.gender for c in clips],
+        torch.tensor([c.index for c in clips], dtype=torch.int64),
+    )
+
+
+class FrameSet(Dataset[FrameClip]):
+    """Frame features of a split with the train / eval crop policy of the module docstring.
+
+    Args:
+        source: per-item features.
+        targets / genders: class index and gender of each item.
+        window: frames per item in training (random window per epoch); None keeps all frames.
+        seed: seeds the windows with ``(seed, epoch, index)``.
+        skipped: files that could not be decoded.
+        durations: seconds of each item's audio before any crop.
+    """
+
+    def __init__(
+        self,
+        source: FeatureSource,
+        targets: list[int],
+        genders: list[str],
+        window: int | None,
+        seed: int,
+        skipped: list[SkippedFile],
+        durations: list[float],
+    ) -> None:
+        if not len(source) == len(targets) == len(genders):
+            raise ValueError("source, targets and genders must have the same length")
+        self.source = source
+        self.targets = targets
+        self.genders = genders
+        self.window = window
+        self.seed = seed
+        self.skipped = skipped
+        self.durations = durations
+        self.epoch = 0
+        self._frames = [source.num_frames(i) for i in range(len(source))]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the epoch whose random windows :meth:`__getitem__` returns."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be non-negative, got {epoch}")
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def lengths(self) -> list[int]:
+        """Frames each item yields after windowing (fixed across epochs; for bucketing)."""
+        w = self.window
+        return [f if w is None else min(f, w) for f in self._frames]
+
+    def __getitem__(self, index: int) -> FrameClip:
+        frames, start, stop = self._frames[index], 0, None
+        if self.window is not None and frames > self.window:
+            rng = np.random.default_rng((self.seed, self.epoch, index))
+            start = int(rng.integers(0, frames - self.window + 1))
+            stop = start + self.window
+        feats = self.source.features(index, start, stop)
+        return FrameClip(feats, self.targets[index], self.genders[index], index)
+
+
+@dataclass(frozen=True)
+class FrameCrop:
+    """The crop policy of one split.
+
+    Attributes:
+        source: waveform crop the front end sees, ``center`` (centre ``source_seconds``) or
+            ``full``.
+        source_seconds: length of the centre crop.
+        window_seconds: training window, converted to frames; None keeps all frames.
+    """
+
+    source: Literal["center", "full"]
+    source_seconds: float
+    window_seconds: float | None = None
+
+
+def _decoder_versions() -> dict[str, str]:
+    def version(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "unknown"
+
+    return {
+        "soundfile": version("soundfile"),
+        "libsndfile": str(getattr(sf, "__libsndfile_version__", "")),
+        "soxr": version("soxr"),
+        "quantise": "int16",
+    }
+
+
+def _labelled(utts: Sequence[Utterance], labels: Sequence[str]) -> dict[str, int]:
+    index = {label: i for i, label in enumerate(labels)}
+    for utt in utts:
+        if utt.label not in index:
+            raise ValueError(f"{utt.path}: label {utt.label!r} is not one of {tuple(labels)}")
+    return index
+
+
+def load_frame_set(
+    utts: Sequence[Utterance],
+    labels: Sequence[str],
+    extract: FrontendExtractor,
+    crop: FrameCrop,
+    seed: int,
+    cache: FeatureCache | None,
+    cache_dtype: str = "float32",
+) -> FrameSet:
+    """Builds a split's :class:`FrameSet`, from the cache when it has the entry.
+
+    On a cache hit no audio is decoded at all. On a miss the audio is decoded (bad files are
+    skipped as in :class:`ClipSet`), the front end runs once per clip and the entry is written.
+    Without a cache the features are computed on every access.
+    """
+    index = _labelled(utts, labels)
+    backbone = extract.backbone
+    source_seconds = crop.source_seconds
+    max_samples = getattr(backbone, "max_samples", None)  # Whisper encodes at most 30 s
+    if max_samples is not None:
+        source_seconds = min(source_seconds, max_samples / backbone.sample_rate)
+    window = (
+        None
+        if crop.window_seconds is None
+        else extract.frames(max(1, round(crop.window_seconds * backbone.sample_rate)))
+    )
+
+    def decode() -> ClipSet:
+        return ClipSet(utts, labels, backbone.sample_rate, source_seconds, crop.source, seed=seed)
+
+    if cache is None:
+        clips = decode()
+        return FrameSet(
+            LiveSource(clips, extract), clips.targets, clips.genders, window, seed,
+            clips.skipped, clips.durations,
+        )  # fmt: skip
+    parts = {
+        "frontend": backbone.frontend_digest(),
+        "device": extract.device.type,
+        "dtype": cache_dtype,
+        "crop": {"source": crop.source, "samples": round(source_seconds * backbone.sample_rate)},
+        "decoder": _decoder_versions(),
+        "audio": file_digests([Path(u.path) for u in utts], cache.root),
+    }
+    key = cache_key(parts)
+    table = cache.lookup(key)
+    if table is None:
+        decoded: list[ClipSet] = []
+
+        def items() -> Iterator[torch.Tensor]:  # runs under the cache lock, only if we build
+            decoded.append(decode())
+            for i in range(len(decoded[0])):
+                yield extract(decoded[0][i].wave)
+
+        def meta() -> dict[str, object]:
+            # Rows are recorded by position: the key covers the files' contents in order, so
+            # the entry serves any copy of the corpus, wherever its files live.
+            reasons = {s.path: s.reason for s in decoded[0].skipped}
+            return {
+                "kept": [i for i, u in enumerate(utts) if str(u.path) not in reasons],
+                "durations": decoded[0].durations,
+                "skipped": [
+                    {"index": i, "reason": reasons[str(u.path)]}
+                    for i, u in enumerate(utts)
+                    if str(u.path) in reasons
+                ],
+                "inputs": {k: v for k, v in parts.items() if k != "audio"},
+            }
+
+        table = cache.get_or_build(key, items(), meta, cache_dtype)
+    else:
+        log.info("feature cache hit %s (%d items)", table.folder, len(table))
+    kept = [utts[i] for i in table.meta["kept"]]
+    skipped = [SkippedFile(str(utts[s["index"]].path), s["reason"]) for s in table.meta["skipped"]]
+    if len(kept) != len(table) or len(kept) + len(skipped) != len(utts):
+        raise RuntimeError(f"feature cache {table.folder} does not match the manifest rows")
+    if skipped:
+        log.warning("skipped %d of %d file(s)", len(skipped), len(utts))
+    return FrameSet(
+        TableSource(table), [index[u.label] for u in kept], [u.gender for u in kept], window,
+        seed, skipped, list(table.meta["durations"]),
+    )  # fmt: skip

@@ -1,0 +1,149 @@
+"""A run's train / dev / test data and loaders: waveform clips or frozen front-end frames.
+
+Methods that train the front end (``full``) get :class:`ClipSet` waveforms with random waveform
+crops. Every other method gets :class:`FrameSet` frame features (crop policy in
+:mod:`trainables.data.frames`), memory-mapped from the feature cache when it is on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader
+
+from trainables.backbones import Backbone
+from trainables.config import TrainConfig
+from trainables.data.bucketing import BucketBatchSampler
+from trainables.data.cache import FeatureCache, default_cache_dir
+from trainables.data.dataset import ClipSet, collate
+from trainables.data.frames import (
+    FrameCrop,
+    FrameSet,
+    FrontendExtractor,
+    LiveSource,
+    collate_frames,
+    load_frame_set,
+)
+from trainables.data.manifest import Partition, partition
+
+log = logging.getLogger(__name__)
+
+DataSet = ClipSet | FrameSet
+
+
+@dataclass
+class Splits:
+    train: DataSet
+    dev: DataSet
+    test: DataSet
+    labels: list[str]
+
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        return [
+            {"path": s.path, "reason": s.reason}
+            for d in (self.train, self.dev, self.test)
+            for s in d.skipped
+        ]
+
+    @property
+    def frames(self) -> bool:
+        """True for frame features (frozen front end), False for waveforms."""
+        return isinstance(self.train, FrameSet)
+
+
+def load_splits(cfg: TrainConfig, sample_rate: int, part: Partition | None = None) -> Splits:
+    """Waveform splits: decodes the audio of the partition once (bad files are skipped)."""
+    part = part or partition(cfg.manifest, fold=cfg.fold, dev_fold=cfg.dev_fold)
+    labels = list(part.labels)
+
+    def make(utts: tuple, crop: str) -> ClipSet:
+        return ClipSet(utts, labels, sample_rate, cfg.max_seconds, crop, seed=cfg.seed)
+
+    return Splits(
+        make(part.train, "random"),
+        make(part.dev, cfg.eval_crop),
+        make(part.test, cfg.eval_crop),
+        labels,
+    )
+
+
+def feature_cache(cfg: TrainConfig) -> FeatureCache | None:
+    """The run's feature cache, or None when ``cfg.feature_cache`` is off."""
+    if not cfg.feature_cache:
+        return None
+    return FeatureCache(cfg.feature_cache_dir or default_cache_dir())
+
+
+def load_frame_splits(
+    cfg: TrainConfig, backbone: Backbone, part: Partition | None = None
+) -> Splits:
+    """Frame-feature splits of a frozen front end, cached or computed live (same numbers)."""
+    part = part or partition(cfg.manifest, fold=cfg.fold, dev_fold=cfg.dev_fold)
+    labels = list(part.labels)
+    extract = FrontendExtractor(backbone, cfg.device)
+    cache = feature_cache(cfg)
+    if cache is not None and backbone.frontend_settings().get("dither", 0.0):
+        log.warning("front end adds random dither; its output is not cached")
+        cache = None
+    source = max(cfg.frontend_max_seconds, cfg.max_seconds)
+    train_crop = FrameCrop("center", source, cfg.max_seconds)
+    eval_crop = FrameCrop(cfg.eval_crop, cfg.max_seconds)
+
+    def make(utts: tuple, crop: FrameCrop) -> FrameSet:
+        return load_frame_set(utts, labels, extract, crop, cfg.seed, cache, cfg.feature_cache_dtype)
+
+    return Splits(
+        make(part.train, train_crop), make(part.dev, eval_crop), make(part.test, eval_crop), labels
+    )
+
+
+def loader_workers(cfg: TrainConfig, data: DataSet) -> int:
+    """Worker processes for a split's loader.
+
+    Items are slices of memory-mapped features or of int16 clips in memory (tens of
+    microseconds), so up to 4 CPU threads the main process prepares batches faster than worker
+    processes would hand them over, and workers would compete with the step for the cores.
+    Larger trials (a GPU node) get ``threads // 4`` workers, at most 4. Live front-end features
+    always load in the main process (the model is there).
+    """
+    if isinstance(data, FrameSet) and isinstance(data.source, LiveSource):
+        return 0
+    if cfg.num_workers is not None:
+        return cfg.num_workers
+    threads = torch.get_num_threads()
+    return 0 if threads <= 4 else min(4, threads // 4)
+
+
+def make_loaders(cfg: TrainConfig, splits: Splits) -> dict[str, DataLoader]:
+    """Train / dev / test loaders: length-bucketed when ``cfg.bucketing``."""
+    collate_fn = collate_frames if splits.frames else collate
+    out: dict[str, DataLoader] = {}
+    for name in ("train", "dev", "test"):
+        data = getattr(splits, name)
+        workers = loader_workers(cfg, data)
+        common = dict(collate_fn=collate_fn, num_workers=workers, pin_memory=False)
+        if cfg.bucketing:
+            sampler = BucketBatchSampler(
+                data.lengths(), cfg.batch_size, shuffle=name == "train", seed=cfg.seed
+            )
+            out[name] = DataLoader(data, batch_sampler=sampler, **common)
+        elif name == "train":
+            gen = torch.Generator().manual_seed(cfg.seed)
+            out[name] = DataLoader(
+                data, batch_size=cfg.batch_size, shuffle=True, generator=gen, **common
+            )
+        else:
+            out[name] = DataLoader(data, batch_size=cfg.batch_size, **common)
+    return out
+
+
+def set_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
+    """Makes the crops and order of ``epoch`` depend only on ``(seed, epoch)`` (exact resume)."""
+    loader.dataset.set_epoch(epoch)
+    if isinstance(loader.batch_sampler, BucketBatchSampler):
+        loader.batch_sampler.set_epoch(epoch)
+    elif loader.generator is not None:
+        loader.generator.manual_seed(seed * 100_003 + epoch)
