@@ -259,3 +259,53 @@ def test_finished_run_resumes_with_the_cache_off_and_reports_again(
     assert again["test"] == first["test"]
     assert [(r.epoch, r.done) for r in reports] == [(1, True)]
     assert reports[0].dev.uar == first["history"][0]["dev"]["uar"]
+
+
+def _never():
+    pytest.fail("the entry was built again instead of fetched from the mirror")
+    yield torch.zeros(1, 3)  # pragma: no cover
+
+
+def test_mirror_shares_entries_between_nodes(tmp_path: Path) -> None:
+    """A node without a shared file system fetches what another node built and uploaded."""
+    mirror = f"file://{tmp_path / 'bucket'}"
+    key = "m" * 64
+    built = FeatureCache(tmp_path / "node-a", mirror).get_or_build(key, _items(3), {"who": "a"})
+    uploaded = sorted(p.name for p in (tmp_path / "bucket" / key).iterdir())
+    assert uploaded == ["index.json", "shard-00000.safetensors"]
+
+    fetched = FeatureCache(tmp_path / "node-b", mirror).get_or_build(key, _never(), {"who": "b"})
+    assert fetched.folder == (tmp_path / "node-b" / key).resolve()
+    assert fetched.meta["who"] == "a"
+    for i in range(3):
+        assert torch.equal(fetched.features(i), built.features(i))
+    assert not [p for p in (tmp_path / "node-b").iterdir() if ".fetch-" in p.name]
+
+
+def test_local_entry_is_uploaded_when_a_mirror_is_added(tmp_path: Path) -> None:
+    key = "l" * 64
+    FeatureCache(tmp_path / "node-a").get_or_build(key, _items(2), {"who": "a"})
+    mirror = f"file://{tmp_path / 'bucket'}"
+    FeatureCache(tmp_path / "node-a", mirror).get_or_build(key, _never(), {})
+    assert (tmp_path / "bucket" / key / "index.json").is_file()
+
+
+def test_half_uploaded_entry_is_not_fetched(tmp_path: Path) -> None:
+    """Shards without index.json (an upload cut short) are rebuilt locally, not read."""
+    mirror = f"file://{tmp_path / 'bucket'}"
+    key = "h" * 64
+    FeatureCache(tmp_path / "node-a", mirror).get_or_build(key, _items(2), {"who": "a"})
+    (tmp_path / "bucket" / key / "index.json").unlink()
+    table = FeatureCache(tmp_path / "node-b", mirror).get_or_build(key, _items(2), {"who": "b"})
+    assert table.meta["who"] == "b"
+    assert (tmp_path / "bucket" / key / "index.json").is_file()  # b's upload completed it
+
+
+def test_unreachable_mirror_costs_a_warning_not_the_run(tmp_path: Path, caplog) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    cache = FeatureCache(tmp_path / "c", f"file://{blocker}/sub")
+    with caplog.at_level("WARNING", logger="trainables.data.cache"):
+        table = cache.get_or_build("u" * 64, _items(2), {})
+    assert len(table) == 2
+    assert "could not upload" in caplog.text

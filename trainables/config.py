@@ -11,7 +11,12 @@ from trainables.model import HeadConfig
 
 # Fields that change how fast a run goes, never its numbers (float16 caches excepted, which is
 # why ``feature_cache_dtype`` is not listed).
-SPEED_ONLY_FIELDS: tuple[str, ...] = ("feature_cache", "feature_cache_dir", "num_workers")
+SPEED_ONLY_FIELDS: tuple[str, ...] = (
+    "feature_cache",
+    "feature_cache_dir",
+    "feature_cache_mirror",
+    "num_workers",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +46,12 @@ class TrainConfig:
             on every step. Both give the same results (frame-space crops either way; see
             :mod:`trainables.data.frames`). Ignored for ``full``.
         feature_cache_dir: cache root; None: ``$EMOTUNE_FEATURE_CACHE`` or
-            ``~/.cache/emotune/features``. A search passes ``<search root>/feature-cache``.
+            ``~/.cache/emotune/features``. A search on a storage folder passes
+            ``<storage>/feature-cache``, so every search and node on that folder shares it.
+        feature_cache_mirror: URI (``s3://``, ``gs://``, ``file://``) of a shared copy of the
+            cache: a node missing an entry downloads it from there instead of building it, and
+            uploads the entries it builds. A search on URI storage passes
+            ``<storage>/feature-cache``.
         feature_cache_dtype: ``float32`` (identical results) or ``float16`` (half the disk and
             page cache; logits differ by ~1e-3, see BENCHMARKS.md).
         frontend_max_seconds: frozen-front-end methods run the front end on at most this much of
@@ -77,6 +87,7 @@ class TrainConfig:
     feature_cache: bool = True
     feature_cache_dir: Path | None = None
     feature_cache_dtype: Literal["float32", "float16"] = "float32"
+    feature_cache_mirror: str | None = None
     frontend_max_seconds: float = 30.0
     bucketing: bool = True
     num_workers: int | None = None

@@ -20,6 +20,12 @@ Writers build an entry in a private temporary folder and rename it into place (a
 an exclusive ``flock`` on ``<root>/<key>.lock`` makes concurrent trials on a node wait for the
 first builder instead of repeating its work. Where ``flock`` is unavailable (some network file
 systems) two writers may both build; the loser of the rename discards its copy.
+
+A cache may have a *mirror*: a URI (``s3://``, ``gs://``, ``file://``) holding a shared copy,
+for clusters whose nodes share no file system. A node that misses an entry downloads it from the
+mirror instead of building it, and uploads every entry it builds (shards first, ``index.json``
+last, so a reader never takes a half-uploaded entry for a whole one). A mirror that cannot be
+reached costs a warning and a local build, never the run.
 """
 
 from __future__ import annotations
@@ -229,10 +235,12 @@ class FeatureCache:
 
     Args:
         root: the cache folder; created on first use.
+        mirror: optional URI of a shared copy (see the module docstring).
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, mirror: str | None = None) -> None:
         self.root = Path(root).expanduser().resolve()
+        self.mirror = mirror.rstrip("/") if mirror else None
 
     def path(self, key: str) -> Path:
         return self.root / key
@@ -264,13 +272,63 @@ class FeatureCache:
             raise ValueError(f"cache dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}")
         table = self.lookup(key)
         if table is not None:
+            self._push(key)  # built here before the mirror was set: share it now
             return table
         self.root.mkdir(parents=True, exist_ok=True)
         with _exclusive(self.root / f"{key}.lock"):
-            table = self.lookup(key)  # built by another trial while we waited
+            table = self.lookup(key) or self._fetch(key)  # another trial or node built it
             if table is not None:
                 return table
-            return self._build(key, iter(items), meta, dtype)
+            table = self._build(key, iter(items), meta, dtype)
+            self._push(key)
+            return table
+
+    def _fetch(self, key: str) -> FeatureTable | None:
+        """Downloads entry ``key`` from the mirror; None if it has none (or is unreachable)."""
+        if self.mirror is None:
+            return None
+        import pyarrow.fs as pafs
+
+        tmp = self.root / f".{key}.fetch-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            fs, base = pafs.FileSystem.from_uri(f"{self.mirror}/{key}")
+            if fs.get_file_info(f"{base}/{INDEX_FILE}").type != pafs.FileType.File:
+                return None
+            tmp.mkdir(parents=True)
+            pafs.copy_files(
+                base, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem()
+            )
+            os.rename(tmp, self.path(key))
+        except OSError as exc:
+            log.warning("feature cache: could not fetch %s from %s (%s)", key, self.mirror, exc)
+            return None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        log.info("feature cache: fetched %s from %s", key, self.mirror)
+        return self.lookup(key)
+
+    def _push(self, key: str) -> None:
+        """Uploads entry ``key`` to the mirror, ``index.json`` last (no-op if it has it)."""
+        if self.mirror is None:
+            return
+        import pyarrow.fs as pafs
+
+        local = pafs.LocalFileSystem()
+        folder = self.path(key)
+        try:
+            fs, base = pafs.FileSystem.from_uri(f"{self.mirror}/{key}")
+            if fs.get_file_info(f"{base}/{INDEX_FILE}").type == pafs.FileType.File:
+                return  # another node uploaded it first
+            fs.create_dir(base, recursive=True)
+            files = sorted(folder.iterdir(), key=lambda f: f.name == INDEX_FILE)
+            for f in files:
+                pafs.copy_files(
+                    str(f), f"{base}/{f.name}", source_filesystem=local, destination_filesystem=fs
+                )
+        except OSError as exc:
+            log.warning("feature cache: could not upload %s to %s (%s)", key, self.mirror, exc)
+            return
+        log.info("feature cache: uploaded %s to %s", key, self.mirror)
 
     def _build(
         self,

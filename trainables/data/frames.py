@@ -307,32 +307,30 @@ def load_frame_set(
         "audio": file_digests([Path(u.path) for u in utts], cache.root),
     }
     key = cache_key(parts)
-    table = cache.lookup(key)
-    if table is None:
-        decoded: list[ClipSet] = []
+    decoded: list[ClipSet] = []
 
-        def items() -> Iterator[torch.Tensor]:  # runs under the cache lock, only if we build
-            decoded.append(decode())
-            for i in range(len(decoded[0])):
-                yield extract(decoded[0][i].wave)
+    def items() -> Iterator[torch.Tensor]:  # runs under the cache lock, only if we build
+        decoded.append(decode())
+        for i in range(len(decoded[0])):
+            yield extract(decoded[0][i].wave)
 
-        def meta() -> dict[str, object]:
-            # Rows are recorded by position: the key covers the files' contents in order, so
-            # the entry serves any copy of the corpus, wherever its files live.
-            reasons = {s.path: s.reason for s in decoded[0].skipped}
-            return {
-                "kept": [i for i, u in enumerate(utts) if str(u.path) not in reasons],
-                "durations": decoded[0].durations,
-                "skipped": [
-                    {"index": i, "reason": reasons[str(u.path)]}
-                    for i, u in enumerate(utts)
-                    if str(u.path) in reasons
-                ],
-                "inputs": {k: v for k, v in parts.items() if k != "audio"},
-            }
+    def meta() -> dict[str, object]:
+        # Rows are recorded by position: the key covers the files' contents in order, so
+        # the entry serves any copy of the corpus, wherever its files live.
+        reasons = {s.path: s.reason for s in decoded[0].skipped}
+        return {
+            "kept": [i for i, u in enumerate(utts) if str(u.path) not in reasons],
+            "durations": decoded[0].durations,
+            "skipped": [
+                {"index": i, "reason": reasons[str(u.path)]}
+                for i, u in enumerate(utts)
+                if str(u.path) in reasons
+            ],
+            "inputs": {k: v for k, v in parts.items() if k != "audio"},
+        }
 
-        table = cache.get_or_build(key, items(), meta, cache_dtype)
-    else:
+    table = cache.get_or_build(key, items(), meta, cache_dtype)
+    if not decoded:  # nothing was decoded: another trial, node or run built the entry
         log.info("feature cache hit %s (%d items)", table.folder, len(table))
     kept = [utts[i] for i in table.meta["kept"]]
     skipped = [SkippedFile(str(utts[s["index"]].path), s["reason"]) for s in table.meta["skipped"]]

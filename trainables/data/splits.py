@@ -74,7 +74,7 @@ def feature_cache(cfg: TrainConfig) -> FeatureCache | None:
     """The run's feature cache, or None when ``cfg.feature_cache`` is off."""
     if not cfg.feature_cache:
         return None
-    return FeatureCache(cfg.feature_cache_dir or default_cache_dir())
+    return FeatureCache(cfg.feature_cache_dir or default_cache_dir(), cfg.feature_cache_mirror)
 
 
 def load_frame_splits(
