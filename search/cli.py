@@ -67,6 +67,49 @@ def method_options(args: argparse.Namespace, method: str) -> dict[str, Any]:
     return options
 
 
+def add_speed_args(p: argparse.ArgumentParser) -> None:
+    """Options that make runs faster (``train`` and ``search``); see ``TrainConfig``."""
+    g = p.add_argument_group("speed options")
+    g.add_argument(
+        "--feature-cache",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compute the frozen front end once and memory-map it (all methods but full; "
+        "same results either way)",
+    )
+    g.add_argument(
+        "--feature-cache-dir",
+        type=Path,
+        default=None,
+        help="cache folder (train: $EMOTUNE_FEATURE_CACHE or ~/.cache/emotune/features; "
+        "search: <storage>/feature-cache)",
+    )
+    g.add_argument(
+        "--feature-cache-dtype",
+        choices=["float32", "float16"],
+        default="float32",
+        help="float16 halves the cache (logits move by ~1e-3; BENCHMARKS.md)",
+    )
+    g.add_argument(
+        "--bucketing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="length-bucketed training batches (less padding)",
+    )
+
+
+def speed_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``TrainConfig`` fields of :func:`add_speed_args` (a dir only when given)."""
+    out: dict[str, Any] = {
+        "feature_cache": args.feature_cache,
+        "feature_cache_dtype": args.feature_cache_dtype,
+        "bucketing": args.bucketing,
+    }
+    if args.feature_cache_dir is not None:
+        out["feature_cache_dir"] = str(args.feature_cache_dir.expanduser().resolve())
+    return out
+
+
 def add_train_args(p: argparse.ArgumentParser) -> None:
     from trainables.methods import METHODS
 
@@ -97,6 +140,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    add_speed_args(p)
     _method_flags(p)
 
 
@@ -123,6 +167,7 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
         seed=args.seed,
         device=args.device,
         head=HeadConfig(pooling=args.pooling),
+        **speed_options(args),
     )
 
 

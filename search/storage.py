@@ -97,6 +97,18 @@ def ray_storage(storage: str | Path, name: str, dataset: str) -> str:
     return str((Path(storage) / name / dataset / "ray").resolve())
 
 
+def feature_cache_location(storage: str | Path) -> dict[str, str]:
+    """``TrainConfig`` fields that put trials' feature cache beside the search's storage.
+
+    A folder gets ``<storage>/feature-cache``, shared by every search on it (and by every node
+    when the folder is on NFS). A URI gets it as the cache's mirror: each node keeps a local
+    copy (``$EMOTUNE_FEATURE_CACHE``) and fetches what another node built.
+    """
+    if is_uri(storage):
+        return {"feature_cache_mirror": f"{str(storage).rstrip('/')}/feature-cache"}
+    return {"feature_cache_dir": str((Path(storage) / "feature-cache").resolve())}
+
+
 def upload(local: Path, storage: str, name: str, dataset: str) -> None:
     """Mirrors the driver's files of one dataset to ``storage`` (URI storage only)."""
     target = f"{storage.rstrip('/')}/{name}/{dataset}/driver"

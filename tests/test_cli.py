@@ -50,12 +50,30 @@ def test_synth_then_train(tmp_path: Path, capsys) -> None:
             "1",
             "--out",
             str(tmp_path / "run"),
+            "--feature-cache-dir",
+            str(tmp_path / "fc"),
         ]
     )
     assert code == 0
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["method_options"]["width"] == 4
+    assert len(list((tmp_path / "fc").glob("*/index.json"))) == 3  # train, dev, test
     assert "RANDOMLY INITIALISED" in capsys.readouterr().err
+
+
+def test_speed_flags_reach_the_train_config(synth_corpus: Path, tmp_path: Path) -> None:
+    from search.cli import train_config_from_args
+
+    parse = build_parser().parse_args
+    common = ["train", "--manifest", str(synth_corpus), "--out", str(tmp_path)]
+    default = train_config_from_args(parse(common))
+    assert default.feature_cache and default.bucketing and default.feature_cache_dir is None
+    cfg = train_config_from_args(parse([
+        *common, "--no-feature-cache", "--feature-cache-dir", str(tmp_path / "c"),
+        "--feature-cache-dtype", "float16", "--no-bucketing",
+    ]))
+    assert (cfg.feature_cache, cfg.feature_cache_dtype, cfg.bucketing) == (False, "float16", False)
+    assert cfg.feature_cache_dir == (tmp_path / "c").resolve()
 
 
 def test_option_of_another_method_is_an_error(synth_corpus: Path, tmp_path: Path) -> None:

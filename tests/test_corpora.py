@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from corpus_fixtures import FIXTURES, build_fixture, msp_improv, msp_podcast
 
 from trainables.corpora import (
     CORPORA,
@@ -16,7 +17,6 @@ from trainables.corpora import (
     rebase_manifest,
     side_manifest,
 )
-from corpus_fixtures import FIXTURES, build_fixture, msp_improv, msp_podcast
 from trainables.data.manifest import partition, read_manifest
 
 
