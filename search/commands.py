@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
-from search.cli import console
+from search.cli import add_speed_args, console, speed_options
 
 
 def add_search_args(p: argparse.ArgumentParser) -> None:
@@ -59,7 +59,14 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
         "--grace-period", type=int, default=2, help="epochs before ASHA may stop a trial early"
     )
     p.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial")
+    p.add_argument(
+        "--reuse-actors",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run trial after trial in the same Ray worker (imports and start-up paid once)",
+    )
     p.add_argument("--seed", type=int, default=0)
+    add_speed_args(p)
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
@@ -86,12 +93,14 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         seed=args.seed,
         grace_period=args.grace_period,
         max_failures=args.max_failures,
+        reuse_actors=args.reuse_actors,
         all_folds=args.folds == "all",
         base={
             "max_seconds": args.max_seconds,
             "batch_size": args.batch_size,
             "fold": args.fold,
             "seed": args.seed,
+            **speed_options(args),
         },
     )
 
@@ -143,6 +152,14 @@ def _print_front(summary: dict[str, Any]) -> None:
             "-" if gap is None else f"{gap:.3f}",
         )
     console.print(table)
+    t = summary.get("timing")
+    if t:
+        console.print(
+            f"time: {t['wall_seconds']:.0f} s; trial work {t['trial_work_seconds']:.0f} s over "
+            f"{t['slots']:.0f} slot(s); overhead (Ray, imports, MLflow, Pareto, idle slots) "
+            f"{100 * t['overhead_share']:.0f}% of slot-time: imports {t['import_seconds']:.0f} s, "
+            f"MLflow {t['logging_seconds']:.1f} s, Pareto step {t['finalise_seconds']:.1f} s"
+        )
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -174,12 +191,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed == len(args.files) else 0
 
 
+def demo_settings(
+    manifest: Path, storage: Path, name: str, trials: int, epochs: int, **overrides: Any
+) -> Any:
+    """The demo's search: tiny-wavlm, 2 trials at a time, 2 s crops (also used by bench/)."""
+    from search.tune import SearchSettings
+    from spaces import SpaceConfig
+
+    settings: dict[str, Any] = dict(
+        manifests=(manifest,),
+        backbone="tiny-wavlm",
+        trials=trials,
+        concurrency=2,
+        cpus_per_trial=1.0,
+        storage=storage,
+        name=name,
+        space=SpaceConfig.from_dict({"epochs": epochs}),
+        base={"max_seconds": 2.0, "batch_size": 16, "seed": 0},
+    )
+    return SearchSettings(**{**settings, **overrides})
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from search.export import export_best
     from search.predict import Predictor
     from search.tracking import ui_hint
-    from search.tune import SearchSettings, run_search
-    from spaces import SpaceConfig
+    from search.tune import run_search
     from trainables.data.manifest import partition
     from trainables.data.synth import synthesize
 
@@ -197,18 +234,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.resume and not earlier:
         raise ValueError(f"no earlier demo search under {out} to resume")
     name = earlier[-1] if args.resume else time.strftime("demo-%Y%m%d-%H%M%S")
-    settings = SearchSettings(
-        manifests=(manifest,),
-        backbone="tiny-wavlm",
-        trials=args.trials,
-        concurrency=2,
-        cpus_per_trial=1.0,
-        storage=out,
-        name=name,
-        resume=args.resume,
-        space=SpaceConfig.from_dict({"epochs": args.epochs}),
-        base={"max_seconds": 2.0, "batch_size": 16, "seed": 0},
-    )
+    settings = demo_settings(manifest, out, name, args.trials, args.epochs, resume=args.resume)
     summary = run_search(settings, on_record=_show_record)[0]
     _print_front(summary)
     exported = export_best(settings.root, settings.root / "export")

@@ -1,4 +1,4 @@
-"""Turning a finished Ray trial into a :class:`TrialRecord` (driver side)."""
+"""Finished Ray trials as :class:`TrialRecord`, and where a search spent its time (driver side)."""
 
 from __future__ import annotations
 
@@ -91,3 +91,47 @@ def record_of(
 
 def _finite(x: Any) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def search_timing(
+    reports: list[dict[str, Any]],
+    slots: int,
+    wall_seconds: float,
+    fit_seconds: float,
+    logging_seconds: float,
+    finalise_seconds: float,
+) -> dict[str, float]:
+    """Where a dataset's search spent its time (``timing`` in search.json).
+
+    Args:
+        reports: each trial's last report; ``trial_seconds`` runs from entering the trial
+            function to that report (imports, data, model, epochs, evaluation, checkpoints) and
+            ``import_seconds`` is its imports' share.
+        slots: trials that could run at once (``min(concurrency, trials)``).
+        wall_seconds: the whole dataset search, study set-up to search.json.
+        fit_seconds: Tune's ``fit`` alone.
+        logging_seconds: driver time in the MLflow callback while trials ran.
+        finalise_seconds: records, Pareto front, figures and MLflow artifacts after ``fit``.
+
+    Returns:
+        The inputs, plus ``trial_work_seconds`` (the sum of ``trial_seconds - import_seconds``:
+        what the trials would cost in an already warm process) and ``overhead_share``,
+        ``1 - trial_work_seconds / (slots * wall_seconds)``: the share of the search's slot-time
+        not spent on trial work: Ray (scheduling, worker start-up, imports, checkpoint and
+        result handling), MLflow logging, the Pareto step, and slots left idle (for example
+        while the last trials finish).
+    """
+    trial = sum(float(r.get("trial_seconds") or 0.0) for r in reports)
+    imports = sum(float(r.get("import_seconds") or 0.0) for r in reports)
+    work = trial - imports
+    return {
+        "wall_seconds": wall_seconds,
+        "fit_seconds": fit_seconds,
+        "slots": float(slots),
+        "trial_seconds": trial,
+        "import_seconds": imports,
+        "trial_work_seconds": work,
+        "logging_seconds": logging_seconds,
+        "finalise_seconds": finalise_seconds,
+        "overhead_share": max(0.0, 1.0 - work / (slots * wall_seconds)) if wall_seconds else 0.0,
+    }

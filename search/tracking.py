@@ -22,7 +22,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
-from search.pareto import TrialRecord, front_figures, front_hypervolume, front_table, write_front
+from search.figures import front_figures, write_front
+from search.pareto import TrialRecord, front_hypervolume, front_table
 
 logger = logging.getLogger(__name__)
 
@@ -351,6 +352,14 @@ class SearchTracker:
         return {"hypervolume": hv, "front": front, "files": files}
 
 
+    def log_timing(self, parent_id: str, timing: dict[str, float]) -> None:
+        """Logs a search's ``timing`` (see :func:`search.records.search_timing`) on its parent
+        as ``timing_<key>`` metrics."""
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"timing_{k}", float(v), now, 0) for k, v in timing.items()]
+        self.client.log_batch(parent_id, metrics=metrics)
+
+
 def _trial_metrics(trial: TrialRecord) -> list[Metric]:
     """Per-epoch curves (step = epoch) and final values (step 0) of one trial."""
     now = int(time.time() * 1000)
@@ -361,6 +370,10 @@ def _trial_metrics(trial: TrialRecord) -> list[Metric]:
             value = _numeric(entry.get(key))
             if value is not None:
                 metrics.append(Metric(key, value, now, step))
+        for key, raw in (entry.get("speed") or {}).items():  # seconds, padding, audio s / s
+            value = _numeric(raw)
+            if value is not None:
+                metrics.append(Metric(f"speed_{key}", value, now, step))
         for split in ("dev", "test"):
             for name, raw in (entry.get(split) or {}).items():
                 value = _numeric(raw)

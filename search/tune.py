@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search import storage as store
 from search.pareto import TrialRecord
-from search.records import fetch_final, record_of
+from search.records import fetch_final, record_of, search_timing
 from search.tracking import SearchTracker, default_tracking_uri
 from spaces import SpaceConfig, define_by_run, to_train_config
 from trainables.folds import fold_values
@@ -63,6 +64,7 @@ class SearchSettings:
     all_folds: bool = False  # score each configuration by the mean over every fold
     max_failures: int = 2
     seed: int = 0
+    reuse_actors: bool = True  # a worker runs trial after trial: imports paid once per worker
 
     def __post_init__(self) -> None:
         bad = [o for o in self.objectives if o not in OBJECTIVE_KEYS]
@@ -112,7 +114,7 @@ class PruneAwareOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
-def _sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, trials // 3))
     if name == "random":
@@ -122,13 +124,15 @@ def _sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
 
 def _trial(config: dict[str, Any], base: dict[str, Any], folds: list[int] | None) -> None:
     """Body of one Ray trial (runs on a worker, any node)."""
-    from trainables.ray_entry import run_trial, run_trial_folds
+    started = time.perf_counter()
+    from trainables.ray_entry import run_trial, run_trial_folds  # ~3 s in a fresh worker
 
+    imports = time.perf_counter() - started
     cfg = to_train_config(config, base)
     if folds:
-        run_trial_folds(cfg, folds)
+        run_trial_folds(cfg, folds, started=started, import_seconds=imports)
     else:
-        run_trial(cfg)
+        run_trial(cfg, started=started, import_seconds=imports)
 
 
 class TrackingCallback(Callback):
@@ -146,12 +150,20 @@ class TrackingCallback(Callback):
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self.parent_id, self.trials_dir = parent_id, trials_dir
         self.on_record = on_record
+        self.seconds = 0.0  # driver time spent fetching and logging trials
         self._tracker: SearchTracker | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_tracker": None, "on_record": None}
 
     def _log(self, trial: Any, error: str | None) -> None:
+        started = time.perf_counter()
+        try:
+            self._log_now(trial, error)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def _log_now(self, trial: Any, error: str | None) -> None:
         if self._tracker is None:
             self._tracker = SearchTracker(self.tracking_uri, self.experiment)
         folder = Path(self.trials_dir) / trial.trial_id
@@ -231,6 +243,7 @@ def run_dataset(
     on_record: Callable[[TrialRecord], None] | None = None,
 ) -> dict[str, Any]:
     """One dataset's search: study, Tuner, MLflow parent, Pareto front, search.json."""
+    started = time.perf_counter()
     dataset = dataset_name(manifest)
     folder = settings.root / dataset
     remote = store.is_uri(settings.storage)
@@ -238,7 +251,12 @@ def run_dataset(
         store.download(str(settings.storage), settings.name, dataset, folder)
     trials_dir = folder / "trials"
     trials_dir.mkdir(parents=True, exist_ok=True)
-    base = {**settings.base, "manifest": str(manifest.resolve()), "backbone": settings.backbone}
+    base = {
+        **store.feature_cache_location(settings.storage),
+        **settings.base,
+        "manifest": str(manifest.resolve()),
+        "backbone": settings.backbone,
+    }
     tracker = SearchTracker(tracking_uri, settings.name)
     parent = tracker.parent_run(
         f"{settings.name}/{dataset}",
@@ -258,7 +276,10 @@ def run_dataset(
     # driver loses little and never points at a checkpoint that was already rotated away.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     tuner = _tuner(settings, dataset, folder, trials_dir, base, tracking_uri, parent, on_record)
+    fit_started = time.perf_counter()
     grid = tuner.fit()
+    fit_seconds = time.perf_counter() - fit_started
+    finalise_started = time.perf_counter()
     statuses = [t.status for t in grid._experiment_analysis.trials]  # noqa: SLF001
     if len(statuses) < settings.trials or any(s not in ("TERMINATED", "ERROR") for s in statuses):
         raise SearchInterrupted(
@@ -269,8 +290,10 @@ def run_dataset(
     study = optuna.load_study(study_name=_study_name(settings, dataset), storage=_study_url(folder))
     numbers = {t.user_attrs.get("ray_trial_id"): t.number for t in study.trials}
     records: list[TrialRecord] = []
+    clocks: list[dict[str, Any]] = []
     for result in grid:
         metrics = result.metrics or {}
+        clocks.append(metrics)
         trial_id = metrics.get("trial_id") or Path(result.path).name.split("_")[-1]
         error = None if result.error is None else str(result.error).splitlines()[-1][:500]
         if error is None:
@@ -303,10 +326,24 @@ def run_dataset(
             for r in records
         ],
     }
+    logged = sum(cb.seconds for cb in _callbacks(tuner) if isinstance(cb, TrackingCallback))
+    out["timing"] = search_timing(
+        clocks,
+        slots=min(settings.concurrency, settings.trials),
+        wall_seconds=time.perf_counter() - started,
+        fit_seconds=fit_seconds,
+        logging_seconds=logged,
+        finalise_seconds=time.perf_counter() - finalise_started,
+    )
+    tracker.log_timing(parent, out["timing"])
     (folder / "search.json").write_text(json.dumps(out, indent=2))
     if remote:
         store.upload(folder, str(settings.storage), settings.name, dataset)
     return out
+
+
+def _callbacks(tuner: Tuner) -> list[Callback]:
+    return list(tuner._local_tuner._run_config.callbacks or [])  # noqa: SLF001
 
 
 def _study_url(folder: Path) -> str:
@@ -339,7 +376,7 @@ def _tuner(
     if settings.resume and Tuner.can_restore(experiment):
         log.info("resuming %s from %s", dataset, experiment)
         tuner = Tuner.restore(experiment, trainable=trainable, resume_errored=True)
-        for cb in tuner._local_tuner._run_config.callbacks or []:  # noqa: SLF001
+        for cb in _callbacks(tuner):
             if isinstance(cb, TrackingCallback):
                 cb.on_record = on_record  # not pickled with the experiment
         return tuner
@@ -348,7 +385,7 @@ def _tuner(
         space=define_by_run(settings.space),
         metric=[k for k, _ in keys],
         mode=[m for _, m in keys],
-        sampler=_sampler(settings.sampler, settings.seed, settings.trials),
+        sampler=make_sampler(settings.sampler, settings.seed, settings.trials),
         storage=optuna.storages.RDBStorage(_study_url(folder)),
         study_name=_study_name(settings, dataset),
     )
@@ -367,6 +404,7 @@ def _tuner(
             scheduler=scheduler,
             num_samples=settings.trials,
             max_concurrent_trials=settings.concurrency,
+            reuse_actors=settings.reuse_actors,
         ),
         run_config=RunConfig(
             name="tune",

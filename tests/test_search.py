@@ -75,6 +75,9 @@ def test_search_end_to_end(local_ray, synth_corpus: Path, tmp_path: Path) -> Non
     summary = run_search(settings)[0]
     folder = tmp_path / "s" / summary["dataset"]
     on_disk = json.loads((folder / "search.json").read_text())
+    # Trials shared one feature cache beside the search's storage (train, dev and test entries).
+    entries = list((tmp_path / "feature-cache").glob("*/index.json"))
+    assert len(entries) == 3
     assert len(on_disk["trials"]) == 3
     assert sorted(t["number"] for t in on_disk["trials"]) == [0, 1, 2]  # Optuna's numbers
     complete = [t for t in on_disk["trials"] if t["state"] == "COMPLETE"]
@@ -113,6 +116,36 @@ def test_search_end_to_end(local_ray, synth_corpus: Path, tmp_path: Path) -> Non
     assert {c.data.tags.get("pareto") for c in children} >= {"true"}
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "pareto")}
     assert {f"pareto/pareto.{e}" for e in ("csv", "parquet", "png", "html")} <= artifacts
+    complete = [c for c in children if c.data.tags["emotune.state"] == "COMPLETE"]
+    assert all("speed_audio_seconds_per_second" in c.data.metrics for c in complete)
+
+    # Where the time went, in search.json and on the parent run.
+    timing = on_disk["timing"]
+    assert timing["slots"] == 2 and timing["trial_seconds"] > timing["import_seconds"] > 0
+    assert 0 <= timing["overhead_share"] < 1
+    assert timing["wall_seconds"] >= timing["fit_seconds"] > 0
+    assert parent.data.metrics["timing_overhead_share"] == pytest.approx(timing["overhead_share"])
+
+    # Actor reuse: three trials ran in the two workers, so one worker skipped the imports.
+    pids = set()
+    for results in (folder / "ray" / "tune").glob("*/result.json"):
+        pids |= {json.loads(line)["pid"] for line in results.read_text().splitlines()}
+    assert len(pids) == 2
+
+
+def test_search_timing_shares() -> None:
+    """Hand-computed: work = (10 - 3) + (6 - 1) = 12 s over 2 slots x 10 s -> overhead 0.4."""
+    from search.records import search_timing
+
+    reports = [
+        {"trial_seconds": 10.0, "import_seconds": 3.0},
+        {"trial_seconds": 6.0, "import_seconds": 1.0},
+        {},  # a trial that failed before its first report
+    ]
+    t = search_timing(reports, slots=2, wall_seconds=10.0, fit_seconds=9.0,
+                      logging_seconds=0.5, finalise_seconds=0.7)
+    assert (t["trial_seconds"], t["import_seconds"], t["trial_work_seconds"]) == (16, 4, 12)
+    assert t["overhead_share"] == pytest.approx(0.4)
 
 
 def test_resume_after_interrupt_leaves_no_duplicates(synth_corpus: Path, tmp_path: Path) -> None:
@@ -168,8 +201,11 @@ def test_cli_flags_reach_the_settings(synth_corpus: Path) -> None:
     args = build_parser().parse_args([
         "search", "--manifest", str(synth_corpus), "--grace-period", "3", "--max-failures",
         "5", "--folds", "all", "--storage", "s3://bucket/x", "--shared-storage",
-        "--objectives", "uar,params,fairness", "--sampler", "nsga2"])
+        "--objectives", "uar,params,fairness", "--sampler", "nsga2", "--no-feature-cache",
+        "--feature-cache-dtype", "float16", "--no-bucketing"])
     s = settings_from_args(args)
+    assert s.base["feature_cache"] is False and s.base["bucketing"] is False
+    assert s.base["feature_cache_dtype"] == "float16" and "feature_cache_dir" not in s.base
     assert (s.grace_period, s.max_failures, s.all_folds) == (3, 5, True)
     assert s.storage == "s3://bucket/x" and s.shared_storage
     assert s.objectives == ("uar", "params", "fairness") and s.sampler == "nsga2"
@@ -210,6 +246,8 @@ def test_uri_storage_mirrors_the_driver_files(local_ray, synth_corpus, tmp_path,
     for name in ("search.json", "study.db", "pareto.csv"):
         assert (remote / "driver" / name).is_file(), name
     assert settings.root == tmp_path / "cache" / "searches" / "u"
+    # The trials' feature cache was mirrored to the bucket for nodes without shared disks.
+    assert len(list((tmp_path / "bucket" / "feature-cache").glob("*/index.json"))) == 3
     restored = tmp_path / "restored"
     assert store.download(bucket, "u", dataset, restored)
     assert json.loads((restored / "search.json").read_text())["dataset"] == dataset

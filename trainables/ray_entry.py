@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +54,31 @@ def epoch_metrics(report: EpochReport) -> dict[str, Any]:
     return metrics
 
 
-def run_trial(cfg: TrainConfig, out_dir: Path | None = None) -> dict[str, Any]:
+def trial_clock(started: float | None, import_seconds: float) -> dict[str, float]:
+    """Timing keys of a report: seconds since the trial function was entered (``started``, a
+    ``time.perf_counter`` value; now if None) and what its imports took."""
+    now = time.perf_counter()
+    return {
+        "trial_seconds": now - (now if started is None else started),
+        "import_seconds": import_seconds,
+    }
+
+
+def run_trial(
+    cfg: TrainConfig,
+    out_dir: Path | None = None,
+    started: float | None = None,
+    import_seconds: float = 0.0,
+) -> dict[str, Any]:
     """Runs one trial inside Ray Tune, resuming from Tune's checkpoint when there is one.
 
     ``out_dir`` defaults to the trial's folder on this node. Every epoch reports its checkpoint;
     the last report's checkpoint also holds ``result.json`` and ``adapter/``, so the driver gets
-    them through Ray's storage even when the trial ran on another node.
+    them through Ray's storage even when the trial ran on another node. Reports carry
+    :func:`trial_clock` (``started`` and ``import_seconds`` come from the caller, which timed
+    its imports), so the driver can tell trial work from Ray's overhead.
     """
+    started = time.perf_counter() if started is None else started
     if out_dir is None:
         out_dir = Path(tune.get_context().get_trial_dir()) / "emotune"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +107,12 @@ def run_trial(cfg: TrainConfig, out_dir: Path | None = None) -> dict[str, Any]:
             shutil.copytree(r.checkpoint, folder)
             shutil.copytree(out_dir / "adapter", folder / "adapter")
             shutil.copy2(out_dir / "result.json", folder / "result.json")
-        metrics = {**epoch_metrics(r), **node, "resumed_from_epoch": resumed_from}
+        metrics = {
+            **epoch_metrics(r),
+            **node,
+            **trial_clock(started, import_seconds),
+            "resumed_from_epoch": resumed_from,
+        }
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
 
     return train(cfg, out_dir, on_epoch=report)
@@ -118,12 +142,18 @@ def fold_metrics(summary: dict[str, Any], folds_done: int, last: bool) -> dict[s
     return metrics
 
 
-def run_trial_folds(cfg: TrainConfig, folds: list[int]) -> dict[str, Any]:
+def run_trial_folds(
+    cfg: TrainConfig,
+    folds: list[int],
+    started: float | None = None,
+    import_seconds: float = 0.0,
+) -> dict[str, Any]:
     """A trial scored by the mean over ``folds``; one report per finished fold.
 
     Each report's checkpoint holds the finished folds' results and adapters, so a restarted
     trial skips them (the fold in progress starts again).
     """
+    started = time.perf_counter() if started is None else started
     from trainables.folds import train_folds
 
     out_dir = Path(tune.get_context().get_trial_dir()) / "emotune"
@@ -147,7 +177,11 @@ def run_trial_folds(cfg: TrainConfig, folds: list[int]) -> dict[str, Any]:
         if last:
             shutil.copytree(out_dir / "adapter", staging / "adapter")
             shutil.copy2(out_dir / "result.json", staging / "result.json")
-        metrics = {**fold_metrics(summary, len(done), last), **node}
+        metrics = {
+            **fold_metrics(summary, len(done), last),
+            **node,
+            **trial_clock(started, import_seconds),
+        }
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(staging)))
 
     return train_folds(cfg, out_dir, folds, on_fold=report)
