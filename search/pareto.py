@@ -1,4 +1,4 @@
-"""Trial records, Pareto fronts, hypervolume and front plots for a PEFT search.
+"""Trial records, Pareto fronts and hypervolume for a PEFT search (plots: search/figures.py).
 
 Selection uses DEV metrics and the trainable-parameter count only; test metrics are carried
 along for reporting and never decide which trial is on the front.
@@ -12,13 +12,10 @@ import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
-from matplotlib.figure import Figure
 
 from trainables.train import SUMMARY_KEYS
 
@@ -126,7 +123,8 @@ OBJECTIVES: dict[str, Objective] = {
 REFERENCE: dict[str, float] = {name: obj.reference for name, obj in OBJECTIVES.items()}
 
 
-def _check(objectives: Sequence[str]) -> list[str]:
+def check_objectives(objectives: Sequence[str]) -> list[str]:
+    """``objectives`` as a list, checked to be distinct names of :data:`OBJECTIVES`."""
     names = list(objectives)
     bad = [n for n in names if n not in OBJECTIVES]
     if bad or not names or len(set(names)) != len(names):
@@ -229,7 +227,7 @@ def scaled_values(df: pd.DataFrame, objectives: Sequence[str]) -> np.ndarray:
         ``(n, k)`` float array; missing values are NaN.
     """
     cols = []
-    for name in _check(objectives):
+    for name in check_objectives(objectives):
         obj = OBJECTIVES[name]
         raw = pd.to_numeric(df[obj.column], errors="coerce").to_numpy(float)
         cols.append(np.array([np.nan if np.isnan(x) else obj.scale(x) for x in raw]))
@@ -242,7 +240,7 @@ def front_hypervolume(df: pd.DataFrame, objectives: Sequence[str]) -> float:
     Axes: ``uar`` as is (maximised, reference 0, the same lengths as ``1 - uar`` against 1),
     ``params`` as ``log10`` (reference 9), ``fairness`` as the dev UAR gap (reference 1).
     """
-    names = _check(objectives)
+    names = check_objectives(objectives)
     ref = [OBJECTIVES[n].scale(OBJECTIVES[n].reference) for n in names]
     senses = [OBJECTIVES[n].sense for n in names]
     return hypervolume(scaled_values(df, names), senses, ref)
@@ -274,7 +272,7 @@ def front_table(trials: Sequence[TrialRecord], objectives: Sequence[str]) -> pd.
     Returns:
         The table (empty, with the same columns, when nothing completed).
     """
-    names = _check(objectives)
+    names = check_objectives(objectives)
     done = [t for t in trials if t.state == "COMPLETE"]
     param_names = sorted({k for t in done for k in t.params})
     rows: dict[str, list[Any]] = {
@@ -308,113 +306,3 @@ def front_table(trials: Sequence[TrialRecord], objectives: Sequence[str]) -> pd.
 
 def _float(value: Any) -> float:
     return np.nan if value is None else float(value)
-
-
-def _hover(row: pd.Series) -> str:
-    params = json.loads(row["params"])
-    lines = [
-        f"<b>{row['trial_id']}</b> ({row['method']})",
-        f"dev UAR {row['dev_uar']:.4f}",
-        f"trainable params {row['trainable_params']:,}",
-    ]
-    if not pd.isna(row["dev_uar_gap_gender"]):
-        lines.append(f"dev UAR gap (gender) {row['dev_uar_gap_gender']:.4f}")
-    lines += [f"{k} = {v}" for k, v in params.items()]
-    return "<br>".join(lines)
-
-
-def _mpl_figure(plotted: pd.DataFrame, front: pd.DataFrame, title: str) -> Figure:
-    # A bare Figure (no pyplot) needs no GUI backend and leaves global state alone.
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    ax = fig.subplots()
-    for method, group in plotted.groupby("method", sort=True):
-        x = group["trainable_params"].astype(float)
-        ax.scatter(x, group["dev_uar"], label=str(method), alpha=0.75, s=28)
-    if len(front):
-        style = {"color": "black", "lw": 1, "ls": "--", "marker": "o", "mfc": "none", "ms": 11}
-        x = front["trainable_params"].astype(float)
-        ax.plot(x, front["dev_uar"], label="Pareto front", **style)
-    ax.set(xscale="log", xlabel="trainable parameters", ylabel="dev UAR", title=title)
-    ax.grid(True, which="both", alpha=0.3)
-    if len(plotted):
-        ax.legend(fontsize="small")
-    return fig
-
-
-def _plotly_figure(plotted: pd.DataFrame, front: pd.DataFrame, title: str) -> go.Figure:
-    def scatter(part: pd.DataFrame, name: str, **style: Any) -> go.Scatter:
-        hover = [_hover(row) for _, row in part.iterrows()]
-        x = part["trainable_params"].astype(float)
-        return go.Scatter(
-            x=x, y=part["dev_uar"], name=name, hovertext=hover, hoverinfo="text", **style
-        )
-
-    fig = go.Figure()
-    for method, group in plotted.groupby("method", sort=True):
-        fig.add_trace(
-            scatter(group, str(method), mode="markers", marker={"size": 9, "opacity": 0.8})
-        )
-    if len(front):
-        line = {"color": "black", "dash": "dash", "width": 1}
-        marker = {"size": 16, "symbol": "circle-open", "color": "black"}
-        fig.add_trace(
-            scatter(front, "Pareto front", mode="lines+markers", line=line, marker=marker)
-        )
-    fig.update_layout(
-        title=title,
-        xaxis_title="trainable parameters",
-        yaxis_title="dev UAR",
-        xaxis_type="log",
-        template="plotly_white",
-    )
-    return fig
-
-
-def front_figures(df: pd.DataFrame, objectives: Sequence[str]) -> tuple[Figure, go.Figure]:
-    """Dev UAR against trainable parameters (log x), coloured by method, front highlighted.
-
-    Pareto points (on all the given objectives) are ringed and joined in order of parameter
-    count; with a fairness objective the front need not look monotone in this 2-D view.
-    Trials without dev UAR or parameter count are not drawn.
-
-    Args:
-        df: Table from :func:`front_table`.
-        objectives: Objective names (used in the titles).
-
-    Returns:
-        A matplotlib figure (for PNG) and a plotly figure (HTML, hover shows the params).
-    """
-    title = "Pareto front on dev (" + ", ".join(_check(objectives)) + ")"
-    plotted = df.dropna(subset=["dev_uar", "trainable_params"])
-    front = plotted[plotted["pareto"]].sort_values("trainable_params")
-    return _mpl_figure(plotted, front, title), _plotly_figure(plotted, front, title)
-
-
-def write_front(df: pd.DataFrame, figs: tuple[Figure, go.Figure], folder: Path) -> dict[str, Path]:
-    """Writes pareto.csv, pareto.parquet, pareto.png and pareto.html into ``folder``.
-
-    The HTML embeds plotly.js (about 5 MB) so it opens offline and inside the MLflow UI.
-
-    Args:
-        df: Table from :func:`front_table`.
-        figs: Figures from :func:`front_figures`.
-        folder: Output folder (created if needed).
-
-    Returns:
-        Mapping ``csv|parquet|png|html`` -> written path.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    mpl_fig, plotly_fig = figs
-    paths = {ext: folder / f"pareto.{ext}" for ext in ("csv", "parquet", "png", "html")}
-    df.to_csv(paths["csv"], index=False)
-    df.to_parquet(paths["parquet"], index=False)
-    mpl_fig.savefig(paths["png"], dpi=120)
-    plotly_fig.write_html(paths["html"], include_plotlyjs=True, full_html=True)
-    logger.info(
-        "wrote Pareto front (%d rows, %d on front) to %s",
-        len(df),
-        int(df["pareto"].sum()) if len(df) else 0,
-        folder,
-    )
-    return paths

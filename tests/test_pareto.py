@@ -9,16 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from search.figures import front_figures, write_front
 from search.pareto import (
     OBJECTIVES,
     REFERENCE,
     TrialRecord,
-    front_figures,
     front_hypervolume,
     front_table,
     hypervolume,
     pareto_mask,
-    write_front,
 )
 
 METRICS = (
