@@ -34,7 +34,8 @@ class TrainConfig:
             stops improving for one epoch).
         grad_clip: max gradient norm (0 disables clipping).
         bf16: bfloat16 autocast for the forward pass.
-        seed: seeds initialisation, shuffling and crops (same seed -> same result on CPU).
+        seed: seeds initialisation, shuffling and crops (same seed and
+            thread count -> same result on CPU).
         patience: stop after this many epochs without a better dev UAR (0: never stop early).
         max_seconds: crop length; train uses random crops, dev/test ``eval_crop``.
         eval_crop: ``center`` (centre crop to ``max_seconds``) or ``full`` (whole clip).
