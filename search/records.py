@@ -106,7 +106,9 @@ def search_timing(
     Args:
         reports: each trial's last report; ``trial_seconds`` runs from entering the trial
             function to that report (imports, data, model, epochs, evaluation, checkpoints) and
-            ``import_seconds`` is its imports' share.
+            ``import_seconds`` is its imports' share. A fresh Ray worker does most of its
+            importing while it unpickles the trial function, before that clock starts: that
+            start-up is part of the overhead below, not of the trial's seconds.
         slots: trials that could run at once (``min(concurrency, trials)``).
         wall_seconds: the whole dataset search, study set-up to search.json.
         fit_seconds: Tune's ``fit`` alone.
