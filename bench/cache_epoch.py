@@ -142,6 +142,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="base,small")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--per-class", type=int, default=4, help="takes per speaker and emotion")
+    ap.add_argument("--section", default="cache-epoch", help="BENCHMARKS.md section to write")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     setup_logging()
@@ -161,7 +162,8 @@ def main() -> None:
     body = header(
         "(a) Train-epoch time with vs without the feature cache",
         f"python -m bench.cache_epoch --sizes {args.sizes} --repeats {args.repeats} "
-        f"--per-class {args.per_class}",
+        f"--per-class {args.per_class}"
+        + ("" if args.section == "cache-epoch" else f" --section {args.section}"),
     )
     body += (
         f"- data: synthetic corpus, {8 * args.per_class} training clips of 1.5-3 s, batch 8, "
@@ -170,7 +172,7 @@ def main() -> None:
         "(the CNN dominates)\n\n" + "\n".join(rows)
     )
     if not args.no_write:
-        write_section("cache-epoch", body)
+        write_section(args.section, body)
 
 
 if __name__ == "__main__":

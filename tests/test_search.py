@@ -149,7 +149,12 @@ def test_search_timing_shares() -> None:
 
 
 def test_resume_after_interrupt_leaves_no_duplicates(synth_corpus: Path, tmp_path: Path) -> None:
-    """Ctrl-C during a search, then --resume: every trial once in MLflow, none left RUNNING."""
+    """Ctrl-C during a search, then --resume: every trial once in MLflow, none left RUNNING.
+
+    Enough trials that the search cannot finish between the first result and the interrupt
+    (with the feature cache and reused workers a 2-epoch trial takes about a second).
+    """
+    TRIALS = 10  # noqa: N806
     space = tmp_path / "space.yaml"
     SpaceConfig.from_dict(SPACE).to_yaml(space)
     cmd = [
@@ -160,7 +165,7 @@ def test_resume_after_interrupt_leaves_no_duplicates(synth_corpus: Path, tmp_pat
         "--manifest",
         str(synth_corpus),
         "--trials",
-        "3",
+        str(TRIALS),
         "--concurrency",
         "1",
         "--space",
@@ -184,13 +189,13 @@ def test_resume_after_interrupt_leaves_no_duplicates(synth_corpus: Path, tmp_pat
     done = subprocess.run(cmd + ["--resume"], env=env, timeout=600)
     assert done.returncode == 0
     summary = json.loads((trials.parent / "search.json").read_text())
-    assert len(summary["trials"]) == 3
+    assert len(summary["trials"]) == TRIALS
     client = MlflowClient(summary["mlflow"]["tracking_uri"])
     children = _children(
         client, summary["mlflow"]["experiment_id"], summary["mlflow"]["parent_run_id"]
     )
     ids = [c.data.tags["emotune.trial_id"] for c in children]
-    assert len(ids) == len(set(ids)) == 3
+    assert len(ids) == len(set(ids)) == TRIALS
     assert all(c.info.status != "RUNNING" for c in children)
 
 
