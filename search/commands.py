@@ -156,9 +156,9 @@ def _print_front(summary: dict[str, Any]) -> None:
     if t:
         console.print(
             f"time: {t['wall_seconds']:.0f} s; trial work {t['trial_work_seconds']:.0f} s over "
-            f"{t['slots']:.0f} slot(s); overhead (Ray, imports, MLflow, Pareto, idle slots) "
-            f"{100 * t['overhead_share']:.0f}% of slot-time: imports {t['import_seconds']:.0f} s, "
-            f"MLflow {t['logging_seconds']:.1f} s, Pareto step {t['finalise_seconds']:.1f} s"
+            f"{t['slots']:.0f} slot(s); overhead (Ray, worker start-up, MLflow, Pareto, idle "
+            f"slots) {100 * t['overhead_share']:.0f}% of slot-time; MLflow "
+            f"{t['logging_seconds']:.1f} s, Pareto step {t['finalise_seconds']:.1f} s"
         )
 
 

@@ -110,7 +110,8 @@ def search_timing(
             importing while it unpickles the trial function, before that clock starts: that
             start-up is part of the overhead below, not of the trial's seconds.
         slots: trials that could run at once (``min(concurrency, trials)``).
-        wall_seconds: the whole dataset search, study set-up to search.json.
+        wall_seconds: the whole dataset search, study set-up to search.json (after
+            ``--resume``, the resumed run only, so its overhead share reads low).
         fit_seconds: Tune's ``fit`` alone.
         logging_seconds: driver time in the MLflow callback while trials ran.
         finalise_seconds: records, Pareto front, figures and MLflow artifacts after ``fit``.

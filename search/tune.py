@@ -115,6 +115,7 @@ class PruneAwareOptunaSearch(OptunaSearch):
 
 
 def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler of ``--sampler`` for a budget of ``trials`` (also used by bench/)."""
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, trials // 3))
     if name == "random":
@@ -125,7 +126,8 @@ def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampl
 def _trial(config: dict[str, Any], base: dict[str, Any], folds: list[int] | None) -> None:
     """Body of one Ray trial (runs on a worker, any node)."""
     started = time.perf_counter()
-    from trainables.ray_entry import run_trial, run_trial_folds  # ~3 s in a fresh worker
+    # Mostly imported already: a fresh worker imports torch & co. while unpickling this function.
+    from trainables.ray_entry import run_trial, run_trial_folds
 
     imports = time.perf_counter() - started
     cfg = to_train_config(config, base)
