@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -16,6 +17,8 @@ from torch.utils.data import Dataset
 
 from trainables.data.audio import CROP_MODES, AudioError, CropMode, crop, load_audio
 from trainables.data.manifest import Utterance
+
+BatchT = TypeVar("BatchT")
 
 logger = logging.getLogger(__name__)
 
@@ -67,13 +70,20 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         """Returns a copy with every tensor on ``device``."""
-        return Batch(
-            waves=self.waves.to(device),
-            lengths=self.lengths.to(device),
-            labels=self.labels.to(device),
-            genders=list(self.genders),
-            indices=self.indices.to(device),
-        )
+        return batch_to(self, device)
+
+
+def batch_to(batch: BatchT, device: torch.device | str) -> BatchT:
+    """A copy of a batch dataclass (:class:`Batch`, ``FrameBatch``) with every tensor field on
+    ``device`` (asynchronous where the source is pinned) and its list fields copied."""
+    moved: dict[str, Any] = {}
+    for f in fields(batch):
+        value = getattr(batch, f.name)
+        if isinstance(value, torch.Tensor):
+            moved[f.name] = value.to(device, non_blocking=True)
+        else:
+            moved[f.name] = list(value)
+    return type(batch)(**moved)
 
 
 def _to_int16(wave: np.ndarray) -> np.ndarray:

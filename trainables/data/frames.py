@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 
 from trainables.backbones import Backbone
 from trainables.data.cache import FeatureCache, FeatureTable, cache_key, file_digests
-from trainables.data.dataset import ClipSet, SkippedFile
+from trainables.data.dataset import ClipSet, SkippedFile, batch_to
 from trainables.data.manifest import Utterance
 
 log = logging.getLogger(__name__)
@@ -138,13 +138,7 @@ class FrameBatch:
 
     def to(self, device: torch.device | str) -> FrameBatch:
         """Returns a copy with every tensor on ``device``."""
-        return FrameBatch(
-            self.features.to(device, non_blocking=True),
-            self.frame_lengths.to(device),
-            self.labels.to(device),
-            list(self.genders),
-            self.indices.to(device),
-        )
+        return batch_to(self, device)
 
 
 def collate_frames(clips: list[FrameClip]) -> FrameBatch:
