@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ SPEED_ONLY_FIELDS: tuple[str, ...] = (
     "feature_cache_dir",
     "feature_cache_mirror",
     "num_workers",
+    "allow_pickle_weights",
 )
 
 
@@ -39,6 +41,10 @@ class TrainConfig:
         patience: stop after this many epochs without a better dev UAR (0: never stop early).
         max_seconds: crop length; train uses random crops, dev/test ``eval_crop``.
         eval_crop: ``center`` (centre crop to ``max_seconds``) or ``full`` (whole clip).
+        eval_max_seconds: longest stretch of audio the model sees at once in evaluation. A
+            dev/test clip longer than this (after its crop) is evaluated as overlapping windows
+            of this length that cover it, and its logits are the mean of the windows' logits
+            (attention memory grows with the square of the length: 2 min of audio took 18 GB).
         head: head options.
         device: torch device string.
         feature_cache: for methods that keep the front end frozen (all but ``full``), compute its
@@ -61,6 +67,9 @@ class TrainConfig:
         bucketing: length-bucketed batches (less padding); off: plain shuffled batches.
         num_workers: DataLoader worker processes; None sizes them to the trial's CPU threads
             (0 up to 4 threads: batches are slices of memory-mapped features or int16 clips).
+        allow_pickle_weights: let a backbone folder or hub id load pickle weights
+            (``pytorch_model.bin``) when it has no safetensors. Unpickling runs code from the
+            file: only for weights you trust. Off: such a backbone is refused.
         fast_kernels: fused AdamW, bulk-random dropout masks and, with ``bf16``, a bf16 copy of
             the frozen transformer (see :mod:`trainables.backbones.speed`).
     """
@@ -83,6 +92,7 @@ class TrainConfig:
     patience: int = 0
     max_seconds: float = 6.0
     eval_crop: Literal["center", "full"] = "center"
+    eval_max_seconds: float = 60.0
     head: HeadConfig = dataclasses.field(default_factory=HeadConfig)
     device: str = "cpu"
     feature_cache: bool = True
@@ -93,6 +103,7 @@ class TrainConfig:
     bucketing: bool = True
     num_workers: int | None = None
     fast_kernels: bool = True
+    allow_pickle_weights: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "manifest", Path(self.manifest).expanduser().resolve())
@@ -101,6 +112,14 @@ class TrainConfig:
             object.__setattr__(self, "feature_cache_dir", cache_dir)
         if isinstance(self.head, dict):
             object.__setattr__(self, "head", _from_dict(HeadConfig, self.head, "head"))
+        bad_floats = [
+            f.name
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), float) and not math.isfinite(getattr(self, f.name))
+        ]
+        if bad_floats:
+            values = ", ".join(f"{n}={getattr(self, n)}" for n in bad_floats)
+            raise ValueError(f"train config: {values}: must be a finite number")
         checks = [
             (
                 self.method in METHODS,
@@ -119,6 +138,10 @@ class TrainConfig:
             (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
             (self.max_seconds > 0, f"max_seconds must be > 0, got {self.max_seconds}"),
             (self.eval_crop in ("center", "full"), "eval_crop must be center or full"),
+            (
+                self.eval_max_seconds > 0,
+                f"eval_max_seconds must be > 0, got {self.eval_max_seconds}",
+            ),
             (
                 self.feature_cache_dtype in ("float32", "float16"),
                 "feature_cache_dtype must be float32 or float16",

@@ -157,10 +157,17 @@ class Backbone(nn.Module):
         settings = {"family": self.family, **self.frontend_settings()}
         h.update(json.dumps(settings, sort_keys=True, default=str).encode())
         for i, module in enumerate(self.frontend_modules()):
-            for name, tensor in sorted(module.state_dict().items()):
-                t = tensor.detach().to("cpu").contiguous()
-                h.update(f"{i}.{name}:{t.dtype}:{tuple(t.shape)}".encode())
-                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            _hash_tensors(h, f"{i}.", module.state_dict())
+        return h.hexdigest()
+
+    def weights_digest(self) -> str:
+        """SHA-256 over every weight of the backbone (name, dtype, shape, bytes) and its family.
+
+        Call it before a method is attached: it identifies the pre-trained model a run starts
+        from, so a run resumed on other weights (a re-downloaded or edited checkpoint) is refused.
+        """
+        h = hashlib.sha256(f"{self.family}:{self.sample_rate}".encode())
+        _hash_tensors(h, "", self.hf_model.state_dict())
         return h.hexdigest()
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> BackboneOutput:
@@ -177,6 +184,14 @@ class Backbone(nn.Module):
             return hidden, mask, 0
         hidden, mask = self.input_injector(hidden, mask)
         return hidden, mask, self.input_injector.num_tokens
+
+
+def _hash_tensors(h: Any, prefix: str, state: dict[str, torch.Tensor]) -> None:
+    """Feeds every tensor of ``state`` (sorted by name) into the hash ``h``."""
+    for name, tensor in sorted(state.items()):
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(f"{prefix}{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
 
 
 def frame_mask(frame_lengths: torch.Tensor, frames: int) -> torch.Tensor:

@@ -24,6 +24,10 @@ class AudioError(ValueError):
         self.reason = reason
         super().__init__(f"audio {path}: {reason}")
 
+    def __reduce__(self) -> tuple[type, tuple[Path, str]]:
+        # Picklable with its fields (Ray sends a trial's exception to the driver pickled).
+        return type(self), (self.path, self.reason)
+
 
 def load_audio(path: Path, target_sr: int) -> np.ndarray:
     """Decodes a file to mono float32 at ``target_sr``.

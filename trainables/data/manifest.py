@@ -36,6 +36,11 @@ class ManifestError(ValueError):
         self.problem = problem
         super().__init__(f"manifest {manifest}: {problem}")
 
+    def __reduce__(self) -> tuple[type, tuple[Path, str]]:
+        # Ray sends a trial's exception to the driver pickled; the default reduce would call
+        # ManifestError(message) and fail, hiding this message behind a TypeError.
+        return type(self), (self.manifest, self.problem)
+
 
 @dataclass(frozen=True)
 class Utterance:
