@@ -3,8 +3,8 @@
 The audio policy comes from the adapter's own ``emotune.json``: files are decoded to the
 backbone's sample rate and centre-cropped to ``max_seconds`` (or kept whole when the adapter
 was evaluated with ``eval_crop == "full"``), like dev/test clips during training.
-:class:`EmotunePyfunc` wraps a :class:`Predictor` as the MLflow pyfunc model that
-``emotune export`` registers.
+The MLflow pyfunc model that ``emotune export`` registers (:mod:`search.mlflow_model`) wraps a
+:class:`Predictor`.
 """
 
 from __future__ import annotations
@@ -14,19 +14,38 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
-import pandas as pd
 import torch
 
-from trainables.data.audio import AudioError, crop, load_audio
+from trainables.data.audio import AudioError, load_audio, window_starts
 from trainables.export import load_adapter
 
 log = logging.getLogger(__name__)
 
 
+class PredictionError(ValueError):
+    """The model's output for a file cannot be used (e.g. NaN); the message names the file."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"prediction for {path}: {reason}")
+
+    def __reduce__(self) -> tuple[type, tuple[Path, str]]:
+        # Picklable with its fields (Ray and MLflow serving may pickle a raised exception).
+        return type(self), (self.path, self.reason)
+
+
+NOT_FINITE = "model output is not finite (NaN or Inf): the adapter's weights may be corrupt"
+
+
 class Predictor:
     """A classifier loaded once from an adapter folder, applied file by file.
+
+    A prepared clip longer than the adapter's ``eval_max_seconds`` (default 60 s; at most what
+    the backbone encodes at once) is classified like a long dev / test clip in training: the
+    model runs on each evaluation window (:func:`window_starts`) and the clip's logits are the
+    mean of the windows' logits.
 
     Args:
         adapter_dir: a folder written by ``trainables.export.save_adapter`` (or an export of
@@ -34,6 +53,8 @@ class Predictor:
         device: torch device string.
         backbone: override of the base backbone recorded in the adapter (e.g. a local copy of
             the hub model when offline).
+        allow_pickle_weights: let the base backbone load pickle weights when it has no
+            safetensors (unpickling runs code: only for files you trust).
 
     Attributes:
         labels: class names, in the order of the model's outputs.
@@ -41,20 +62,35 @@ class Predictor:
         sample_rate: rate the audio is decoded to, in Hz.
         max_samples: crop window in samples.
         crop_mode: ``center`` or ``full``.
+        eval_window: longest stretch the model sees at once, in samples.
     """
 
     def __init__(
-        self, adapter_dir: Path | str, device: str = "cpu", backbone: str | None = None
+        self,
+        adapter_dir: Path | str,
+        device: str = "cpu",
+        backbone: str | None = None,
+        allow_pickle_weights: bool = False,
     ) -> None:
         self.adapter_dir = Path(adapter_dir)
         self.device = device
-        loaded = load_adapter(self.adapter_dir, backbone=backbone, device=device)
+        loaded = load_adapter(
+            self.adapter_dir,
+            backbone=backbone,
+            device=device,
+            allow_pickle_weights=allow_pickle_weights,
+        )
         self.model = loaded.model.eval()
         self.labels: list[str] = loaded.labels
         self.meta: dict[str, Any] = loaded.meta
         self.sample_rate = int(self.meta["sample_rate"])
         self.max_samples = max(1, round(float(self.meta["max_seconds"]) * self.sample_rate))
         self.crop_mode = "full" if self.meta.get("eval_crop") == "full" else "center"
+        seconds = float(self.meta.get("eval_max_seconds", 60.0))
+        self.eval_window = max(1, round(seconds * self.sample_rate))
+        cap = getattr(self.model.backbone, "max_samples", None)  # Whisper encodes at most 30 s
+        if cap is not None:
+            self.eval_window = min(self.eval_window, int(cap))
         log.debug(
             "loaded %s (%s on %s, %d labels)",
             self.adapter_dir,
@@ -72,18 +108,33 @@ class Predictor:
         Raises:
             AudioError: the file is missing or cannot be used as audio.
         """
-        if not Path(path).is_file():
-            raise AudioError(path, "no such file")
-        wave = load_audio(Path(path), self.sample_rate)
-        return np.ascontiguousarray(crop(wave, self.max_samples, self.crop_mode))
+        window = None if self.crop_mode == "full" else self.max_samples
+        return load_audio(path, self.sample_rate, window)  # reads no more than it keeps
 
     @torch.no_grad()
-    def probabilities(self, wave: np.ndarray) -> np.ndarray:
-        """Class probabilities ``(num_labels,)`` of one prepared waveform ``(samples,)``."""
-        waves = torch.from_numpy(np.asarray(wave, dtype=np.float32))[None].to(self.device)
-        lengths = torch.tensor([waves.shape[1]], dtype=torch.int64, device=self.device)
-        logits = self.model(waves, lengths)  # (1, num_labels)
-        return logits.float().softmax(dim=-1)[0].cpu().numpy()
+    def logits(self, wave: np.ndarray) -> np.ndarray:
+        """Mean logits ``(num_labels,)`` over the evaluation windows of a prepared waveform."""
+        wave = np.asarray(wave, dtype=np.float32)  # (samples,)
+        size = min(wave.shape[0], self.eval_window)
+        total = torch.zeros(len(self.labels), dtype=torch.float64)
+        starts = window_starts(wave.shape[0], size)
+        for start in starts:  # one window at a time: memory stays that of one window
+            piece = torch.from_numpy(wave[start : start + size])[None].to(self.device)
+            lengths = torch.tensor([size], dtype=torch.int64, device=self.device)
+            total += self.model(piece, lengths)[0].float().cpu().double()  # (num_labels,)
+        return (total / len(starts)).float().numpy()  # as training's predict() averages
+
+    def probabilities(self, wave: np.ndarray, source: Path | str = "<waveform>") -> np.ndarray:
+        """Class probabilities ``(num_labels,)`` of one prepared waveform ``(samples,)``.
+
+        Raises:
+            PredictionError: the model's output is not finite (named after ``source``).
+        """
+        logits = torch.from_numpy(self.logits(wave))
+        probs = logits.softmax(dim=-1).numpy()
+        if not (np.isfinite(logits.numpy()).all() and np.isfinite(probs).all()):
+            raise PredictionError(source, NOT_FINITE)
+        return probs
 
     def predict_file(self, path: Path | str) -> dict[str, Any]:
         """Predicts the emotion of one file.
@@ -93,8 +144,9 @@ class Predictor:
 
         Raises:
             AudioError: the file is missing or cannot be used as audio.
+            PredictionError: the model's output is not finite (corrupt weights).
         """
-        probs = self.probabilities(self.prepare(path))
+        probs = self.probabilities(self.prepare(path), path)
         return {
             "file": str(path),
             "label": self.labels[int(probs.argmax())],
@@ -106,34 +158,11 @@ class Predictor:
 
         Yields:
             The :meth:`predict_file` dict of each file, or ``{"file": str, "error": str}`` for
-            a missing or undecodable file.
+            a missing or undecodable file, or one the model gives no finite output for.
         """
         for path in paths:
             try:
                 yield self.predict_file(path)
-            except AudioError as exc:
+            except (AudioError, PredictionError) as exc:
                 log.warning("%s", exc)
                 yield {"file": str(path), "error": exc.reason}
-
-
-class EmotunePyfunc(mlflow.pyfunc.PythonModel):
-    """MLflow pyfunc wrapper (what ``emotune export`` registers) around :class:`Predictor`.
-
-    The model's ``adapter`` artifact is the export folder. Input: a DataFrame with a ``path``
-    column. Output: one row per path with ``file``, ``label``, ``probabilities`` (dict) and
-    ``error`` (None when the file was usable).
-    """
-
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        self.predictor = Predictor(context.artifacts["adapter"])
-
-    def predict(
-        self,
-        context: mlflow.pyfunc.PythonModelContext,
-        model_input: pd.DataFrame,
-        params: dict[str, Any] | None = None,
-    ) -> pd.DataFrame:
-        paths = [str(p) for p in pd.DataFrame(model_input)["path"]]
-        columns = ["file", "label", "probabilities", "error"]
-        rows = [[r.get(c) for c in columns] for r in self.predictor.predict_files(paths)]
-        return pd.DataFrame(rows, columns=columns)

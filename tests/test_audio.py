@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 
-from trainables.data.audio import AudioError, crop, load_audio
+from trainables.data.audio import AudioError, crop, load_audio, resampled_length, window_starts
 
 
 def _sine(freq: float, sr: int, seconds: float, amp: float = 0.5) -> np.ndarray:
@@ -45,10 +46,14 @@ def test_same_rate_is_not_resampled(tmp_path: Path) -> None:
 
 def test_corrupt_file_raises_audio_error_naming_file(tmp_path: Path) -> None:
     path = tmp_path / "corrupt.wav"
-    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    path.write_bytes(b"RIFF\x00\x10\x00\x00WAVE" + np.random.default_rng(0).bytes(4096))
     with pytest.raises(AudioError, match="cannot decode") as info:
         load_audio(path, 16000)
     assert str(path) in str(info.value)
+    noise = tmp_path / "noise.wav"
+    noise.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(AudioError, match="not an audio file"):
+        load_audio(noise, 16000)
 
 
 def test_empty_wav_raises_audio_error_naming_file(tmp_path: Path) -> None:
@@ -60,7 +65,7 @@ def test_empty_wav_raises_audio_error_naming_file(tmp_path: Path) -> None:
 
 
 def test_missing_and_non_finite_files(tmp_path: Path) -> None:
-    with pytest.raises(AudioError, match="cannot decode"):
+    with pytest.raises(AudioError, match="no such file"):
         load_audio(tmp_path / "absent.wav", 16000)
     bad = _sine(200, 16000, 0.1)
     bad[10] = np.nan
@@ -107,3 +112,37 @@ def test_full_returns_whole_clip_and_bad_arguments_raise() -> None:
         crop(wave, 10, "middle", None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="positive"):
         crop(wave, 0, "center", None)
+
+
+@pytest.mark.parametrize(
+    ("length", "window", "starts"),
+    [(4, 4, [0]), (3, 4, [0]), (5, 4, [0, 1]), (8, 4, [0, 4]), (9, 4, [0, 2, 5]),
+     (10, 4, [0, 3, 6]), (13, 4, [0, 3, 6, 9])],
+)  # fmt: skip
+def test_window_starts_hand_computed(length: int, window: int, starts: list[int]) -> None:
+    # n = ceil(length / window); start_i = i * (length - window) // (n - 1)
+    assert window_starts(length, window) == starts
+    assert len(starts) == -(-length // window)
+    assert starts[-1] + min(window, length) == length  # the last window ends at the clip's end
+
+
+def test_resampled_length_matches_soxr() -> None:
+    for frames in (1, 2, 3, 440, 441, 12345, 44100, 99999):
+        for rate in (8000, 11025, 22050, 44100, 48000, 16001):
+            got = soxr.resample(np.zeros(frames, np.float32), rate, 16000, quality="HQ")
+            assert resampled_length(frames, rate, 16000) == got.shape[0], (frames, rate)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "subtype"), [("FLAC", "PCM_16"), ("OGG", "VORBIS"), ("AIFF", "PCM_16")]
+)
+def test_centre_window_equals_crop_of_whole_decode(tmp_path: Path, fmt: str, subtype: str) -> None:
+    """Seeking to the centre window gives the samples of decoding all and cropping."""
+    path = tmp_path / f"x.{fmt.lower()}"
+    sf.write(path, _sine(300, 22050, 3.0), 22050, subtype=subtype, format=fmt)
+    whole = load_audio(path, 22050)
+    np.testing.assert_array_equal(load_audio(path, 22050, 22050), crop(whole, 22050, "center"))
+    resampled = load_audio(path, 16000)
+    np.testing.assert_allclose(
+        load_audio(path, 16000, 8000), crop(resampled, 8000, "center"), atol=1e-6
+    )

@@ -24,7 +24,10 @@ from trainables.data.frames import (
     load_frame_set,
 )
 from trainables.data.manifest import partition
-from trainables.train import train
+from trainables.data.splits import load_frame_splits, load_splits, make_loaders
+from trainables.export import build_model
+from trainables.model import HeadConfig
+from trainables.train import predict, train
 
 FAST = dict(backbone="tiny-wavlm", epochs=2, batch_size=16, max_seconds=1.0, lr=2e-3)
 TRAIN_CROP = FrameCrop("center", 30.0, 1.0)
@@ -63,7 +66,7 @@ def test_cache_hit_decodes_no_audio(synth_corpus: Path, tmp_path: Path, monkeypa
     def no_decoding(*_args, **_kwargs):
         raise AssertionError("audio decoded despite a complete feature cache")
 
-    monkeypatch.setattr(dataset_mod, "load_audio", no_decoding)
+    monkeypatch.setattr(dataset_mod, "load_window", no_decoding)
     second = train(cfg, tmp_path / "b")
     assert second["test"] == first["test"]
 
@@ -164,17 +167,16 @@ def test_key_changes_with_weights_audio_and_crop(synth_corpus: Path, tmp_path: P
 
 
 def test_file_digests_are_memoised(tmp_path: Path, monkeypatch) -> None:
-    a = tmp_path / "a.bin"
-    a.write_bytes(b"x" * 100)
+    a = tmp_path / "a.flac"
+    a.write_bytes(b"fLaC" + b"x" * 100)
     first = file_digests([a], tmp_path / "cache")
+    assert not first[0].startswith("invalid:")
     import trainables.data.cache as cache_mod
 
-    monkeypatch.setattr(
-        cache_mod, "open", lambda *a, **k: pytest.fail("file re-read"), raising=False
-    )
+    monkeypatch.setattr(cache_mod, "open_audio_file", lambda *a, **k: pytest.fail("file re-read"))
     assert file_digests([a], tmp_path / "cache") == first
     monkeypatch.undo()
-    a.write_bytes(b"y" * 101)
+    a.write_bytes(b"fLaC" + b"y" * 101)
     assert file_digests([a], tmp_path / "cache") != first
 
 
@@ -309,3 +311,53 @@ def test_unreachable_mirror_costs_a_warning_not_the_run(tmp_path: Path, caplog) 
         table = cache.get_or_build("u" * 64, _items(2), {})
     assert len(table) == 2
     assert "could not upload" in caplog.text
+
+
+WINDOWED = dict(method="frozen", epochs=1, eval_crop="full", eval_max_seconds=0.5)
+
+
+def test_windowed_evaluation_is_the_same_with_the_cache_on_and_off(
+    synth_corpus: Path, tmp_path: Path
+) -> None:
+    """Clips of 1.5-3 s evaluated as 0.5 s windows: cache off, built and hit agree exactly."""
+    cache = tmp_path / "cache"
+    runs = {
+        name: train(
+            _cfg(synth_corpus, feature_cache=on, feature_cache_dir=cache, **WINDOWED),
+            tmp_path / name,
+        )  # fmt: skip
+        for name, on in (("off", False), ("built", True), ("hit", True))
+    }
+    for run in (runs["built"], runs["hit"]):
+        assert [h["dev"] for h in run["history"]] == [h["dev"] for h in runs["off"]["history"]]
+        assert run["test"] == runs["off"]["test"]
+    bb = load_backbone("tiny-wavlm")
+    cfg = _cfg(synth_corpus, feature_cache_dir=cache, **WINDOWED)
+    cached = load_frame_splits(cfg, bb)
+    live = load_frame_splits(_cfg(synth_corpus, feature_cache=False, **WINDOWED), bb)
+    n_dev = len(partition(synth_corpus).dev)
+    assert cached.windowed == live.windowed == {"train": 0, "dev": n_dev, "test": n_dev}
+    assert cached.dev.owners == live.dev.owners and len(set(cached.dev.owners)) == n_dev
+    assert len(cached.dev) > n_dev and cached.dev.source.table.meta["owners"] == live.dev.owners
+    for i in range(len(live.dev)):
+        assert torch.equal(cached.dev[i].features, live.dev[i].features)
+    model, _ = build_model("tiny-wavlm", "frozen", {}, HeadConfig(), 4, seed=0)
+    probs = [predict(model, make_loaders(cfg, s)["dev"], "cpu", False)[3] for s in (cached, live)]
+    assert probs[0].shape == (n_dev, 4) and np.array_equal(probs[0], probs[1])
+    other = load_frame_splits(_cfg(synth_corpus, feature_cache_dir=cache, **{
+        **WINDOWED, "eval_max_seconds": 0.75}), bb)  # fmt: skip
+    assert other.dev.source.table.folder != cached.dev.source.table.folder  # policy in the key
+
+
+def test_waveform_and_frame_paths_window_alike(synth_corpus: Path, tmp_path: Path) -> None:
+    """The ``full`` method's waveform windows and the frame path's give the same predictions."""
+    cfg = _cfg(synth_corpus, feature_cache_dir=tmp_path, **WINDOWED)
+    model, _ = build_model("tiny-wavlm", "frozen", {}, HeadConfig(), 4, seed=0)
+    outputs = []
+    for splits in (load_splits(cfg, 16000), load_frame_splits(cfg, model.backbone)):
+        assert splits.windowed["test"] == len(partition(synth_corpus).test)
+        outputs.append(predict(model, make_loaders(cfg, splits)["test"], "cpu", False))
+    (y_wave, _, g_wave, p_wave), (y_frame, _, g_frame, p_frame) = outputs
+    assert y_wave.tolist() == y_frame.tolist() and g_wave.tolist() == g_frame.tolist()
+    assert len(y_wave) == len(partition(synth_corpus).test)  # one row per utterance
+    np.testing.assert_allclose(p_wave, p_frame, atol=1e-5)

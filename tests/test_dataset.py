@@ -144,3 +144,34 @@ def test_clipset_on_synthetic_corpus(synth_corpus: Path) -> None:
     loader = torch.utils.data.DataLoader(clips, batch_size=8, collate_fn=collate)
     batch = next(iter(loader))
     assert batch.waves.shape == (8, SR)
+
+
+def test_eval_windows_split_long_clips_and_name_their_utterance(tmp_path: Path) -> None:
+    """A clip longer than eval_max_seconds becomes ceil(L / W) windows of W samples."""
+    ramp = tmp_path / "ramp.wav"
+    sf.write(ramp, (np.arange(9 * SR // 4) % 30000).astype(np.int16), SR, subtype="PCM_16")
+    utts = [_utt(_wav(tmp_path, "short.wav", 0.5, 0), "neg"), _utt(ramp, "pos", "M")]
+    clips = ClipSet(utts, LABELS, SR, 3.0, "full", eval_max_seconds=1.0)
+    # L = 36000, W = 16000: n = 3, starts 0, 10000, 20000 (i * (L - W) // 2)
+    assert len(clips) == 4 and clips.owners == [0, 1, 1, 1] and clips.windowed == 1
+    assert clips.lengths() == [8000, SR, SR, SR] and clips.durations == [0.5, 2.25]
+    for item, start in zip(range(1, 4), (0, 10000, 20000)):
+        clip = clips[item]
+        assert (clip.index, clip.label, clip.gender) == (1, 1, "M")
+        assert abs(float(clip.wave[0]) * 32768 - start) <= 1  # a ramp: value = position
+    assert clips.targets == [0, 1] and len(clips.utterances) == 2
+    centre = ClipSet(utts, LABELS, SR, 2.0, "center", eval_max_seconds=1.0)
+    assert centre.lengths() == [8000, SR, SR] and centre.windowed == 1  # 2 s crop, 2 windows
+    batch = collate([clips[i] for i in range(len(clips))])
+    assert batch.indices.tolist() == [0, 1, 1, 1]
+    with pytest.raises(ValueError, match="center or full"):
+        ClipSet(utts, LABELS, SR, 1.0, "random", eval_max_seconds=1.0)
+
+
+def test_quantising_float_audio_beyond_one_is_recorded(tmp_path: Path) -> None:
+    loud = tmp_path / "loud.wav"
+    sf.write(loud, np.array([0.5, 1.2, -0.1] * 100, dtype=np.float32), SR, subtype="FLOAT")
+    quiet = _wav(tmp_path, "quiet.wav", 0.1, 0)
+    clips = ClipSet([_utt(loud), _utt(quiet)], LABELS, SR, 1.0, "center")
+    assert clips.clipped == [str(loud)]
+    assert float(clips[0].wave.max()) == 1.0  # still clipped, but no longer silently

@@ -198,3 +198,35 @@ def test_fewer_than_two_classes(tmp_path: Path) -> None:
     for row in rows:
         row["label"] = "neu"
     assert "need at least 2" in _error(write_manifest(rows, tmp_path / "m.parquet"))
+
+
+@pytest.mark.parametrize(
+    "twin",
+    ["SAD ", " sad", "Sad", "s ad", "sad\u200b", "\ufeffsad", "ｓａｄ"],
+    ids=["case+space", "leading", "case", "inner", "zero-width", "bom", "fullwidth"],
+)
+def test_labels_that_only_look_different_are_fatal(tmp_path: Path, twin: str) -> None:
+    rows = _rows()
+    rows[-1]["label"] = twin  # a test row: 'sad' and its twin would be two classes
+    message = _error(write_manifest(rows, tmp_path / "m.parquet"))
+    assert "differ only by case, whitespace or invisible characters" in message
+    assert repr("sad") in message and repr(twin) in message
+
+
+def test_invisible_label_is_fatal(tmp_path: Path) -> None:
+    rows = _rows()
+    rows[0]["label"] = "\u200b "
+    assert "empty or invisible" in _error(write_manifest(rows, tmp_path / "m.parquet"))
+
+
+def test_unusable_paths_do_not_fail_the_partition(tmp_path: Path, caplog) -> None:
+    """An empty path and a symlink loop are rows the decoder skips, not manifest errors."""
+    rows = _rows()
+    rows[0]["path"] = ""
+    rows[1]["path"] = "loop.wav"
+    (tmp_path / "loop.wav").symlink_to(tmp_path / "loop.wav")
+    with caplog.at_level("WARNING"):
+        part = partition(write_manifest(rows, tmp_path / "m.parquet"))
+    assert part.train[0].path == tmp_path.resolve()  # "" names the manifest's folder
+    assert part.train[1].path == tmp_path.resolve() / "loop.wav"
+    assert "1 row(s) have an empty path" in caplog.text

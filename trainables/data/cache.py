@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import struct
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -48,9 +49,11 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from trainables.data.audio import AudioError, open_audio_file
+
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2  # bump on any change of the layout or of index.json
+CACHE_FORMAT = 3  # bump on any change of the layout or of index.json
 INDEX_FILE = "index.json"
 DIGEST_MEMO = "file-digests.json"
 ENV_CACHE_DIR = "EMOTUNE_FEATURE_CACHE"
@@ -78,10 +81,13 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def file_digests(paths: Iterable[Path], root: Path) -> list[str]:
-    """Content hashes (BLAKE2b-128) of files, memoised by ``(path, size, mtime_ns)`` under ``root``.
+    """Content hashes (BLAKE2b-128) of audio files, memoised by ``(path, size, mtime_ns)`` under
+    ``root``.
 
     A file whose size and modification time are unchanged is not read again, so later trials
-    only ``stat`` the corpus. Unreadable files get ``missing:<path>`` (the decoder reports them).
+    only ``stat`` the corpus. Only regular files with an audio header are read
+    (:func:`open_audio_file`: a FIFO or ``/dev/zero`` would never end, ``/etc/passwd`` is not
+    audio); anything else gets ``invalid:<path>``, and the decoder reports why it is skipped.
     """
     root.mkdir(parents=True, exist_ok=True)
     memo_path = root / DIGEST_MEMO
@@ -91,20 +97,27 @@ def file_digests(paths: Iterable[Path], root: Path) -> list[str]:
         memo = {}
     out, changed = [], False
     for path in paths:
-        name = str(Path(path).resolve())
+        name = _digest_name(path)
         try:
             st = os.stat(name)
-        except OSError:
-            out.append(f"missing:{name}")
+        except (OSError, ValueError):
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            out.append(f"invalid:{name}")
             continue
         entry = memo.get(name)
         if entry and entry[0] == st.st_size and entry[1] == st.st_mtime_ns:
             out.append(entry[2])
             continue
-        h = hashlib.blake2b(digest_size=16)
-        with open(name, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        try:
+            with open_audio_file(name) as f:
+                st = os.fstat(f.fileno())
+                h = hashlib.blake2b(digest_size=16)
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        except (AudioError, OSError):
+            out.append(f"invalid:{name}")
+            continue
         memo[name] = [st.st_size, st.st_mtime_ns, h.hexdigest()]
         out.append(h.hexdigest())
         changed = True
@@ -113,6 +126,14 @@ def file_digests(paths: Iterable[Path], root: Path) -> list[str]:
         memo = {k: v for k, v in memo.items() if os.path.exists(k)}
         _atomic_write_text(memo_path, json.dumps(memo))
     return out
+
+
+def _digest_name(path: Path | str) -> str:
+    """The memo key of ``path``: absolute, symlinks resolved (a loop keeps the path as given)."""
+    try:
+        return str(Path(path).resolve())
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+        return str(Path(path).absolute())
 
 
 def _safetensors_arrays(path: Path) -> dict[str, np.ndarray]:

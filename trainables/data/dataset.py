@@ -7,6 +7,7 @@ skipped) before training starts instead of crashing a worker in epoch 7.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
@@ -15,7 +16,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from trainables.data.audio import CROP_MODES, AudioError, CropMode, crop, load_audio
+from trainables.data.audio import (
+    CROP_MODES,
+    AudioError,
+    CropMode,
+    crop,
+    load_window,
+    window_starts,
+)
 from trainables.data.manifest import Utterance
 
 BatchT = TypeVar("BatchT")
@@ -23,14 +31,17 @@ BatchT = TypeVar("BatchT")
 logger = logging.getLogger(__name__)
 
 _INT16_SCALE = 32767.0
+TRAIN_SOURCE_SECONDS = 30.0  # centre read for random crops (TrainConfig.frontend_max_seconds)
 
 
 @dataclass(frozen=True)
 class SkippedFile:
-    """A file left out of a :class:`ClipSet` and why."""
+    """A file left out of a :class:`ClipSet` and why (``label``: its class, for the checks of
+    :mod:`trainables.data.checks`)."""
 
     path: str
     reason: str
+    label: str = ""
 
 
 @dataclass
@@ -41,7 +52,8 @@ class Clip:
         wave: float32 waveform, shape ``(samples,)``.
         label: Class index.
         gender: ``F``, ``M`` or ``unknown``.
-        index: Position of the item in its :class:`ClipSet`.
+        index: Position of the item's utterance in its :class:`ClipSet` (several evaluation
+            windows of one utterance share it).
     """
 
     wave: torch.Tensor
@@ -59,7 +71,7 @@ class Batch:
         lengths: Valid sample count of each row, int64, shape ``(batch,)``.
         labels: Class indices, int64, shape ``(batch,)``.
         genders: Gender of each row.
-        indices: Dataset index of each row, int64, shape ``(batch,)``.
+        indices: Utterance position of each row in its dataset, int64, shape ``(batch,)``.
     """
 
     waves: torch.Tensor
@@ -86,25 +98,44 @@ def batch_to(batch: BatchT, device: torch.device | str) -> BatchT:
     return type(batch)(**moved)
 
 
-def _to_int16(wave: np.ndarray) -> np.ndarray:
-    """Quantises [-1, 1] float audio to int16 (halves memory against float32)."""
-    return np.clip(np.round(wave * _INT16_SCALE), -_INT16_SCALE, _INT16_SCALE).astype(np.int16)
+def _quantise(wave: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Quantises [-1, 1] float audio to int16 (halves memory against float32).
+
+    Returns:
+        The int16 samples and whether any sample lay beyond +-1 and was clipped (float files
+        may hold such samples; the run reports them instead of clipping silently).
+    """
+    scaled = np.round(wave * _INT16_SCALE)
+    clipped = bool(scaled.size) and float(np.abs(scaled).max()) > _INT16_SCALE
+    return np.clip(scaled, -_INT16_SCALE, _INT16_SCALE).astype(np.int16), clipped
 
 
 class ClipSet(Dataset[Clip]):
     """Utterances decoded into memory once, cropped on access.
+
+    What is read of each file: ``center`` its centre ``max_seconds``; ``random`` (training) its
+    centre ``max(source_seconds, max_seconds)``, inside which the random crops are drawn, like
+    the frame windows of the frozen-front-end path (:mod:`trainables.data.frames`), so a long
+    clip costs its window, not its length; ``full`` the whole file, at most
+    :data:`MAX_AUDIO_SECONDS` long (longer files are skipped).
 
     Random crops are drawn from ``np.random.default_rng((seed, epoch, index))``, so item
     ``index`` gets the same crop in a given epoch whatever the worker count or sampling
     order. Call :meth:`set_epoch` before each epoch's DataLoader iterator is created (with
     ``persistent_workers`` the workers would keep a stale epoch).
 
+    With ``eval_max_seconds`` (evaluation only), a clip longer than that after its crop is
+    split into the windows of :func:`window_starts`; every window is an item whose ``index`` is
+    its utterance's position, so a prediction can average the windows of each utterance.
+
     Attributes:
         utterances: The kept utterances, in dataset order.
         skipped: Files that could not be decoded.
-        targets: Class index of each kept item.
-        genders: Gender of each kept item.
-        durations: Duration of each kept item in seconds (after resampling, before crop).
+        targets: Class index of each kept utterance.
+        genders: Gender of each kept utterance.
+        durations: Duration of each kept utterance in seconds (the whole clip, before crop).
+        clipped: Paths of files with samples beyond +-1 (clipped to +-1 when quantised).
+        windowed: Utterances split into more than one evaluation window.
         max_samples: Crop window in samples.
     """
 
@@ -116,6 +147,8 @@ class ClipSet(Dataset[Clip]):
         max_seconds: float,
         crop_mode: CropMode,
         seed: int = 0,
+        source_seconds: float = TRAIN_SOURCE_SECONDS,
+        eval_max_seconds: float | None = None,
     ) -> None:
         """Decodes every utterance.
 
@@ -126,6 +159,10 @@ class ClipSet(Dataset[Clip]):
             max_seconds: Crop window length in seconds (unused for ``full``).
             crop_mode: ``random`` (training), ``center`` or ``full``.
             seed: Non-negative seed for random crops.
+            source_seconds: ``random`` only: the centre stretch read for the random crops
+                (never less than ``max_seconds``).
+            eval_max_seconds: ``center`` / ``full`` only: split longer clips into windows of
+                this length; None keeps every clip whole.
 
         Raises:
             ValueError: On bad arguments, an utterance whose label is not in ``labels``,
@@ -133,10 +170,14 @@ class ClipSet(Dataset[Clip]):
         """
         if crop_mode not in CROP_MODES:
             raise ValueError(f"unknown crop mode {crop_mode!r}; expected one of {CROP_MODES}")
-        if sample_rate <= 0 or max_seconds <= 0:
+        eval_seconds = 1.0 if eval_max_seconds is None else eval_max_seconds
+        if min(sample_rate, max_seconds, source_seconds, eval_seconds) <= 0:
             raise ValueError(
-                f"need positive sample_rate and max_seconds, got {sample_rate}, {max_seconds}"
+                "need positive sample_rate, max_seconds, source_seconds and eval_max_seconds, "
+                f"got {sample_rate}, {max_seconds}, {source_seconds}, {eval_max_seconds}"
             )
+        if eval_max_seconds is not None and crop_mode == "random":
+            raise ValueError("evaluation windows (eval_max_seconds) need crop mode center or full")
         if seed < 0:
             raise ValueError(f"seed must be non-negative, got {seed}")
         if len(set(labels)) != len(labels):
@@ -152,26 +193,43 @@ class ClipSet(Dataset[Clip]):
         self.targets: list[int] = []
         self.genders: list[str] = []
         self.durations: list[float] = []
-        self._waves: list[np.ndarray] = []  # int16, (samples,)
-        self._load(utterances)
+        self.clipped: list[str] = []
+        self._waves: list[np.ndarray] = []  # int16, (samples,), one per utterance
+        self._items: list[tuple[int, int, int]] = []  # (utterance, start, stop) per item
+        read = {
+            "random": max(1, round(max(source_seconds, max_seconds) * sample_rate)),
+            "center": self.max_samples,
+            "full": None,
+        }[crop_mode]
+        eval_window = None if eval_max_seconds is None else round(eval_max_seconds * sample_rate)
+        self._load(utterances, read, None if eval_window is None else max(1, eval_window))
 
-    def _load(self, utterances: Sequence[Utterance]) -> None:
+    def _load(
+        self, utterances: Sequence[Utterance], read: int | None, eval_window: int | None
+    ) -> None:
         """Decodes, quantises and stores every utterance; records failures."""
         index = {label: i for i, label in enumerate(self.labels)}
         for utt in utterances:
             if utt.label not in index:
                 raise ValueError(f"{utt.path}: label {utt.label!r} is not one of {self.labels}")
             try:
-                wave = load_audio(utt.path, self.sample_rate)
+                wave, length = load_window(utt.path, self.sample_rate, read)
             except AudioError as exc:
                 logger.warning("skipping %s", exc)
-                self.skipped.append(SkippedFile(path=str(utt.path), reason=exc.reason))
+                self.skipped.append(SkippedFile(str(utt.path), exc.reason, utt.label))
                 continue
-            self.durations.append(wave.shape[0] / self.sample_rate)
-            if self.crop_mode == "center":
-                # The centre crop never changes, so only the window needs to stay in memory.
-                wave = crop(wave, self.max_samples, "center")
-            self._waves.append(_to_int16(wave))
+            position = len(self._waves)
+            self.durations.append(length / self.sample_rate)
+            pcm, clipped = _quantise(wave)
+            if clipped:
+                self.clipped.append(str(utt.path))
+            self._waves.append(pcm)
+            n = pcm.shape[0]
+            if eval_window is None:
+                self._items.append((position, 0, n))
+            else:
+                size = min(n, eval_window)
+                self._items += [(position, s, s + size) for s in window_starts(n, size)]
             self.utterances.append(utt)
             self.targets.append(index[utt.label])
             self.genders.append(utt.gender)
@@ -183,6 +241,16 @@ class ClipSet(Dataset[Clip]):
         if self.skipped:
             logger.warning("skipped %d of %d file(s)", len(self.skipped), len(utterances))
 
+    @property
+    def owners(self) -> list[int]:
+        """Utterance position of each item (items are evaluation windows of utterances)."""
+        return [u for u, _, _ in self._items]
+
+    @property
+    def windowed(self) -> int:
+        """Utterances split into more than one evaluation window."""
+        return sum(n > 1 for n in Counter(u for u, _, _ in self._items).values())
+
     def set_epoch(self, epoch: int) -> None:
         """Selects the epoch whose random crops :meth:`__getitem__` returns."""
         if epoch < 0:
@@ -190,28 +258,29 @@ class ClipSet(Dataset[Clip]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self._waves)
+        return len(self._items)
 
     def num_samples(self, index: int) -> int:
         """Samples item ``index`` yields (after its crop; the same in every epoch)."""
-        n = int(self._waves[index].shape[0])
-        return n if self.crop_mode == "full" else min(n, self.max_samples)
+        _, start, stop = self._items[index]
+        n = stop - start
+        return min(n, self.max_samples) if self.crop_mode == "random" else n
 
     def lengths(self) -> list[int]:
         """Samples each item yields (for length bucketing)."""
-        return [self.num_samples(i) for i in range(len(self._waves))]
+        return [self.num_samples(i) for i in range(len(self._items))]
 
     def __getitem__(self, index: int) -> Clip:
-        if not 0 <= index < len(self._waves):
-            raise IndexError(f"index {index} out of range for {len(self._waves)} clips")
-        rng = (
-            np.random.default_rng((self.seed, self.epoch, index))
-            if self.crop_mode == "random"
-            else None
-        )
-        wave = crop(self._waves[index], self.max_samples, self.crop_mode, rng)
+        if not 0 <= index < len(self._items):
+            raise IndexError(f"index {index} out of range for {len(self._items)} clips")
+        owner, start, stop = self._items[index]
+        if self.crop_mode == "random":  # one item per utterance: index == owner
+            rng = np.random.default_rng((self.seed, self.epoch, index))
+            wave = crop(self._waves[owner], self.max_samples, "random", rng)
+        else:  # already cut to the centre crop when decoded
+            wave = self._waves[owner][start:stop]
         tensor = torch.from_numpy(wave.astype(np.float32) / _INT16_SCALE)  # (samples,)
-        return Clip(wave=tensor, label=self.targets[index], gender=self.genders[index], index=index)
+        return Clip(wave=tensor, label=self.targets[owner], gender=self.genders[owner], index=owner)
 
 
 def collate(clips: list[Clip]) -> Batch:

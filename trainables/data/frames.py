@@ -11,7 +11,9 @@ crop every epoch, frozen-front-end methods crop in frame space:
   frames from it, drawn from ``(seed, epoch, index)`` like :class:`ClipSet`'s waveform crops.
 * dev / test: exactly the waveform crop of :class:`ClipSet` (centre ``max_seconds`` or the full
   clip), front end on it, all frames kept: the same numbers as the uncropped-in-frames path,
-  export and ``predict``.
+  export and ``predict``. A clip longer than ``eval_max_seconds`` after its crop is split into
+  the evaluation windows of :class:`ClipSet`; each window is a separate front-end input (and
+  cache item) and :attr:`FrameSet.owners` maps the items to their utterances.
 
 The features come either from the on-disk cache (:mod:`trainables.data.cache`) or are computed on
 every access (:class:`LiveSource`); both go through the same per-clip :class:`FrontendExtractor`
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,11 +167,14 @@ class FrameSet(Dataset[FrameClip]):
 
     Args:
         source: per-item features.
-        targets / genders: class index and gender of each item.
+        targets / genders: class index and gender of each utterance.
         window: frames per item in training (random window per epoch); None keeps all frames.
         seed: seeds the windows with ``(seed, epoch, index)``.
         skipped: files that could not be decoded.
-        durations: seconds of each item's audio before any crop.
+        durations: seconds of each utterance's audio before any crop.
+        owners: utterance position of each item (evaluation windows); None: one item per
+            utterance.
+        clipped: paths of files with samples beyond +-1 (clipped when quantised).
     """
 
     def __init__(
@@ -180,10 +186,19 @@ class FrameSet(Dataset[FrameClip]):
         seed: int,
         skipped: list[SkippedFile],
         durations: list[float],
+        owners: list[int] | None = None,
+        clipped: list[str] | None = None,
     ) -> None:
-        if not len(source) == len(targets) == len(genders):
-            raise ValueError("source, targets and genders must have the same length")
+        owners = list(range(len(targets))) if owners is None else list(owners)
+        if len(targets) != len(genders) or len(owners) != len(source):
+            raise ValueError("need one target and gender per utterance and one owner per item")
+        if owners and (min(owners) < 0 or max(owners) >= len(targets)):
+            raise ValueError(f"item owners must lie in [0, {len(targets)})")
+        if window is not None and owners != list(range(len(targets))):
+            raise ValueError("training windows need one item per utterance")
         self.source = source
+        self.owners = owners
+        self.clipped = list(clipped or [])
         self.targets = targets
         self.genders = genders
         self.window = window
@@ -192,6 +207,11 @@ class FrameSet(Dataset[FrameClip]):
         self.durations = durations
         self.epoch = 0
         self._frames = [source.num_frames(i) for i in range(len(source))]
+
+    @property
+    def windowed(self) -> int:
+        """Utterances split into more than one evaluation window."""
+        return sum(n > 1 for n in Counter(self.owners).values())
 
     def set_epoch(self, epoch: int) -> None:
         """Selects the epoch whose random windows :meth:`__getitem__` returns."""
@@ -214,7 +234,8 @@ class FrameSet(Dataset[FrameClip]):
             start = int(rng.integers(0, frames - self.window + 1))
             stop = start + self.window
         feats = self.source.features(index, start, stop)
-        return FrameClip(feats, self.targets[index], self.genders[index], index)
+        owner = self.owners[index]
+        return FrameClip(feats, self.targets[owner], self.genders[owner], owner)
 
 
 @dataclass(frozen=True)
@@ -226,11 +247,14 @@ class FrameCrop:
             ``full``.
         source_seconds: length of the centre crop.
         window_seconds: training window, converted to frames; None keeps all frames.
+        eval_max_seconds: dev / test: split longer clips into evaluation windows of this
+            length (see :class:`ClipSet`); None keeps clips whole.
     """
 
     source: Literal["center", "full"]
     source_seconds: float
     window_seconds: float | None = None
+    eval_max_seconds: float | None = None
 
 
 def _decoder_versions() -> dict[str, str]:
@@ -256,6 +280,18 @@ def _labelled(utts: Sequence[Utterance], labels: Sequence[str]) -> dict[str, int
     return index
 
 
+def _seconds(crop: FrameCrop, backbone: Backbone) -> tuple[float, float | None]:
+    """The crop's source and evaluation-window seconds, capped where the backbone encodes at
+    most a fixed length (Whisper: 30 s), so a long clip is windowed rather than refused."""
+    source, windows = crop.source_seconds, crop.eval_max_seconds
+    max_samples = getattr(backbone, "max_samples", None)
+    if max_samples is not None:
+        cap = max_samples / backbone.sample_rate
+        source = min(source, cap)
+        windows = None if windows is None else min(windows, cap)
+    return source, windows
+
+
 def load_frame_set(
     utts: Sequence[Utterance],
     labels: Sequence[str],
@@ -268,39 +304,40 @@ def load_frame_set(
     """Builds a split's :class:`FrameSet`, from the cache when it has the entry.
 
     On a cache hit no audio is decoded at all. On a miss the audio is decoded (bad files are
-    skipped as in :class:`ClipSet`), the front end runs once per clip and the entry is written.
-    Without a cache the features are computed on every access.
+    skipped as in :class:`ClipSet`), the front end runs once per item (a clip, or one
+    evaluation window of it) and the entry is written. Without a cache the features are
+    computed on every access.
     """
     index = _labelled(utts, labels)
     backbone = extract.backbone
-    source_seconds = crop.source_seconds
-    max_samples = getattr(backbone, "max_samples", None)  # Whisper encodes at most 30 s
-    if max_samples is not None:
-        source_seconds = min(source_seconds, max_samples / backbone.sample_rate)
+    source_seconds, eval_seconds = _seconds(crop, backbone)
+    sr = backbone.sample_rate
     window = (
         None
         if crop.window_seconds is None
-        else extract.frames(max(1, round(crop.window_seconds * backbone.sample_rate)))
+        else extract.frames(max(1, round(crop.window_seconds * sr)))
     )
 
     def decode() -> ClipSet:
-        return ClipSet(utts, labels, backbone.sample_rate, source_seconds, crop.source, seed=seed)
+        return ClipSet(
+            utts, labels, sr, source_seconds, crop.source, seed=seed, eval_max_seconds=eval_seconds
+        )
 
     if cache is None:
         clips = decode()
         return FrameSet(
             LiveSource(clips, extract), clips.targets, clips.genders, window, seed,
-            clips.skipped, clips.durations,
+            clips.skipped, clips.durations, clips.owners, clips.clipped,
         )  # fmt: skip
     parts = {
         "frontend": backbone.frontend_digest(),
         "device": extract.device.type,
         "dtype": cache_dtype,
-        "crop": {"source": crop.source, "samples": round(source_seconds * backbone.sample_rate)},
+        "crop": {"source": crop.source, "samples": round(source_seconds * sr)},
+        "eval_windows": None if eval_seconds is None else max(1, round(eval_seconds * sr)),
         "decoder": _decoder_versions(),
         "audio": file_digests([Path(u.path) for u in utts], cache.root),
     }
-    key = cache_key(parts)
     decoded: list[ClipSet] = []
 
     def items() -> Iterator[torch.Tensor]:  # runs under the cache lock, only if we build
@@ -309,30 +346,59 @@ def load_frame_set(
             yield extract(decoded[0][i].wave)
 
     def meta() -> dict[str, object]:
-        # Rows are recorded by position: the key covers the files' contents in order, so
-        # the entry serves any copy of the corpus, wherever its files live.
-        reasons = {s.path: s.reason for s in decoded[0].skipped}
-        return {
-            "kept": [i for i, u in enumerate(utts) if str(u.path) not in reasons],
-            "durations": decoded[0].durations,
-            "skipped": [
-                {"index": i, "reason": reasons[str(u.path)]}
-                for i, u in enumerate(utts)
-                if str(u.path) in reasons
-            ],
-            "inputs": {k: v for k, v in parts.items() if k != "audio"},
-        }
+        return _entry_meta(utts, decoded[0], {k: v for k, v in parts.items() if k != "audio"})
 
-    table = cache.get_or_build(key, items(), meta, cache_dtype)
+    table = cache.get_or_build(cache_key(parts), items(), meta, cache_dtype)
     if not decoded:  # nothing was decoded: another trial, node or run built the entry
         log.info("feature cache hit %s (%d items)", table.folder, len(table))
-    kept = [utts[i] for i in table.meta["kept"]]
-    skipped = [SkippedFile(str(utts[s["index"]].path), s["reason"]) for s in table.meta["skipped"]]
-    if len(kept) != len(table) or len(kept) + len(skipped) != len(utts):
+    return _from_table(table, utts, index, window, seed)
+
+
+def _entry_meta(
+    utts: Sequence[Utterance], clips: ClipSet, inputs: dict[str, object]
+) -> dict[str, object]:
+    """``index.json`` fields of a split's entry beyond the features.
+
+    Rows are recorded by position: the key covers the files' contents in order, so the entry
+    serves any copy of the corpus, wherever its files live.
+    """
+    reasons = {s.path: s.reason for s in clips.skipped}
+    clipped = set(clips.clipped)
+    return {
+        "kept": [i for i, u in enumerate(utts) if str(u.path) not in reasons],
+        "owners": clips.owners,  # item -> position in "kept"
+        "durations": clips.durations,
+        "skipped": [
+            {"index": i, "reason": reasons[str(u.path)]}
+            for i, u in enumerate(utts)
+            if str(u.path) in reasons
+        ],
+        "clipped": [i for i, u in enumerate(utts) if str(u.path) in clipped],
+        "inputs": inputs,
+    }
+
+
+def _from_table(
+    table: FeatureTable,
+    utts: Sequence[Utterance],
+    index: dict[str, int],
+    window: int | None,
+    seed: int,
+) -> FrameSet:
+    """The :class:`FrameSet` of a cache entry, its rows mapped back onto ``utts``."""
+    meta = table.meta
+    kept = [utts[i] for i in meta["kept"]]
+    skipped = [
+        SkippedFile(str(utts[s["index"]].path), s["reason"], utts[s["index"]].label)
+        for s in meta["skipped"]
+    ]
+    owners = list(meta["owners"])
+    if len(owners) != len(table) or len(kept) + len(skipped) != len(utts):
         raise RuntimeError(f"feature cache {table.folder} does not match the manifest rows")
     if skipped:
         log.warning("skipped %d of %d file(s)", len(skipped), len(utts))
     return FrameSet(
         TableSource(table), [index[u.label] for u in kept], [u.gender for u in kept], window,
-        seed, skipped, list(table.meta["durations"]),
+        seed, skipped, list(meta["durations"]), owners,
+        [str(utts[i].path) for i in meta["clipped"]],
     )  # fmt: skip

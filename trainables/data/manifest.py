@@ -225,22 +225,41 @@ def write_manifest(rows: list[dict[str, object]] | pd.DataFrame, path: Path) -> 
     return path
 
 
-def _utterances(table: pa.Table, folder: Path) -> list[Utterance]:
-    """Converts validated rows into utterances with absolute paths."""
+def _absolute(path: Path) -> Path:
+    """``path`` with symlinks resolved, or only made absolute where they loop: the row is then
+    skipped when its audio is read ("cannot stat"), instead of failing the whole manifest."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+        return path.absolute()
+
+
+def _utterances(table: pa.Table, folder: Path, manifest: Path) -> list[Utterance]:
+    """Converts validated rows into utterances with absolute paths.
+
+    Paths may lead outside the manifest's folder (corpora live elsewhere): what they name is
+    checked when it is read (regular audio files only, see :mod:`trainables.data.audio`).
+    """
     result = []
+    empty = 0
     for row in table.to_pylist():
-        path = Path(str(row.pop("path"))).expanduser()
+        raw = str(row.pop("path"))
+        empty += not raw.strip()
+        path = Path(raw).expanduser()
         if not path.is_absolute():
             path = folder / path
         result.append(
             Utterance(
-                path=path.resolve(),
+                path=_absolute(path),
                 label=str(row.pop("label")),
                 speaker=str(row.pop("speaker")),
                 gender=str(row.pop("gender")),
                 extra=row,
             )
         )
+    if empty:
+        # "" names the manifest's folder: such rows are skipped as "is a directory".
+        logger.warning("manifest %s: %d row(s) have an empty path; skipping them", manifest, empty)
     return result
 
 
@@ -285,11 +304,16 @@ def partition(path: Path, fold: int | None = None, dev_fold: int | None = None) 
 
     Raises:
         ManifestError: On a missing split/fold column, an unknown fold, an empty set, a
-            dev/test label absent from train, or fewer than two classes.
+            dev/test label absent from train, fewer than two classes, or labels that differ
+            only by case, whitespace or invisible characters (``'sad'`` and ``'SAD '``).
     """
     path = Path(path)
     table = read_manifest(path)
-    utts = _utterances(table, path.resolve().parent)
+    utts = _utterances(table, path.resolve().parent, path)
+    # Imported here: checks builds on this module (ManifestError, Partition).
+    from trainables.data.checks import check_labels
+
+    check_labels([u.label for u in utts], path)
     if fold is None:
         if dev_fold is not None:
             raise ManifestError(path, "dev_fold needs fold")

@@ -3,6 +3,11 @@
 Methods that train the front end (``full``) get :class:`ClipSet` waveforms with random waveform
 crops. Every other method gets :class:`FrameSet` frame features (crop policy in
 :mod:`trainables.data.frames`), memory-mapped from the feature cache when it is on.
+
+Both paths read the same audio: training clips are read over their centre
+``max(frontend_max_seconds, max_seconds)`` (random crops are drawn inside it), dev / test clips
+over their ``eval_crop`` (centre ``max_seconds`` or whole), split into evaluation windows of
+``eval_max_seconds`` when longer (predictions average each utterance's windows).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from trainables.backbones import Backbone
 from trainables.config import TrainConfig
 from trainables.data.bucketing import BucketBatchSampler
 from trainables.data.cache import FeatureCache, default_cache_dir
+from trainables.data.checks import decode_warnings, require_train_classes
 from trainables.data.dataset import ClipSet, collate
 from trainables.data.frames import (
     FrameCrop,
@@ -35,10 +41,30 @@ DataSet = ClipSet | FrameSet
 
 @dataclass
 class Splits:
+    """A run's three splits.
+
+    Raises:
+        ValueError: (on construction) if a class has no decodable training file left.
+    """
+
     train: DataSet
     dev: DataSet
     test: DataSet
     labels: list[str]
+
+    def __post_init__(self) -> None:
+        require_train_classes(self.train, self.labels)
+
+    @property
+    def windowed(self) -> dict[str, int]:
+        """Per split, the clips evaluated as several windows (longer than eval_max_seconds)."""
+        return {name: getattr(self, name).windowed for name in ("train", "dev", "test")}
+
+    @property
+    def warnings(self) -> list[str]:
+        """Decode-level problems (clipped audio, dev / test classes lost to skipped files)."""
+        sets = {name: getattr(self, name) for name in ("train", "dev", "test")}
+        return decode_warnings(sets, self.labels)
 
     @property
     def skipped(self) -> list[dict[str, str]]:
@@ -54,13 +80,28 @@ class Splits:
         return isinstance(self.train, FrameSet)
 
 
-def load_splits(cfg: TrainConfig, sample_rate: int, part: Partition | None = None) -> Splits:
-    """Waveform splits: decodes the audio of the partition once (bad files are skipped)."""
+def load_splits(
+    cfg: TrainConfig,
+    sample_rate: int,
+    part: Partition | None = None,
+    max_input_seconds: float | None = None,
+) -> Splits:
+    """Waveform splits: decodes the audio of the partition once (bad files are skipped).
+
+    Training clips are read over their centre ``max(frontend_max_seconds, max_seconds)``, like
+    the frame path's, so both paths crop from the same audio. ``max_input_seconds`` is the
+    longest input the backbone accepts (Whisper: 30 s): evaluation windows never exceed it.
+    """
     part = part or partition(cfg.manifest, fold=cfg.fold, dev_fold=cfg.dev_fold)
     labels = list(part.labels)
+    window = min(cfg.eval_max_seconds, max_input_seconds or cfg.eval_max_seconds)
 
     def make(utts: tuple, crop: str) -> ClipSet:
-        return ClipSet(utts, labels, sample_rate, cfg.max_seconds, crop, seed=cfg.seed)
+        windows = None if crop == "random" else window
+        return ClipSet(
+            utts, labels, sample_rate, cfg.max_seconds, crop, seed=cfg.seed,
+            source_seconds=cfg.frontend_max_seconds, eval_max_seconds=windows,
+        )  # fmt: skip
 
     return Splits(
         make(part.train, "random"),
@@ -90,7 +131,7 @@ def load_frame_splits(
         cache = None
     source = max(cfg.frontend_max_seconds, cfg.max_seconds)
     train_crop = FrameCrop("center", source, cfg.max_seconds)
-    eval_crop = FrameCrop(cfg.eval_crop, cfg.max_seconds)
+    eval_crop = FrameCrop(cfg.eval_crop, cfg.max_seconds, eval_max_seconds=cfg.eval_max_seconds)
 
     def make(utts: tuple, crop: FrameCrop) -> FrameSet:
         return load_frame_set(utts, labels, extract, crop, cfg.seed, cache, cfg.feature_cache_dtype)
