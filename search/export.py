@@ -30,8 +30,8 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 from search.card import model_card
-from search.predict import EmotunePyfunc
-from trainables.export import CONFIG_FILE, WEIGHTS_FILE
+from trainables.export import CONFIG_FILE, WEIGHTS_FILE, read_adapter_spec
+from trainables.untrusted import read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ OBJECTIVES: dict[str, tuple[str, bool]] = {
     "macro_f1": ("macro_f1", True),
     "fairness": ("uar_gap_gender", False),
 }
+# The pyfunc model, logged as code (MLflow "models from code"): no pickle in the registry.
+MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 _RUNTIME_PACKAGES = ("torch", "transformers", "peft", "safetensors", "soundfile", "soxr", "numpy")
 
 
@@ -184,11 +186,44 @@ def _replace_dir(src: Path, dst: Path) -> None:
 
 
 def _requirements() -> list[str]:
-    reqs = []
-    for name in ("emotune", *_RUNTIME_PACKAGES, "mlflow"):
+    reqs = [r for r in [emotune_requirement()] if r]
+    for name in (*_RUNTIME_PACKAGES, "mlflow"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             reqs.append(f"{name}=={metadata.version(name)}")
     return reqs
+
+
+def emotune_requirement() -> str | None:
+    """The pip requirement that reinstalls the emotune this process runs, or None.
+
+    A bare ``emotune==0.1.0`` could resolve to someone else's package on an index: an emotune
+    installed from a folder, archive URL or VCS checkout is pinned by a PEP 508 direct
+    reference built from its PEP 610 ``direct_url.json`` (``emotune @ file:///...``).
+    """
+    # A source tree's stale ``emotune.egg-info`` may shadow the installed metadata on
+    # sys.path; the installation that records how it was installed is the one to pin.
+    dists = list(metadata.distributions(name="emotune"))
+    for dist in dists:
+        text = dist.read_text("direct_url.json")
+        if text:
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                return f"emotune @ {_direct_reference(json.loads(text))}"
+    return f"emotune=={dists[0].version}" if dists else None
+
+
+def _direct_reference(info: dict[str, Any]) -> str:
+    """The URL of a PEP 508 direct reference from a PEP 610 ``direct_url.json`` object."""
+    url = str(info["url"])
+    if "vcs_info" in info:
+        vcs = info["vcs_info"]
+        url = f"{vcs['vcs']}+{url}@{vcs['commit_id']}"
+    elif "archive_info" in info:
+        hashes = info["archive_info"].get("hashes") or {}
+        if "sha256" in hashes:
+            url += f"#sha256={hashes['sha256']}"
+    if info.get("subdirectory"):
+        url += ("&" if "#" in url else "#") + f"subdirectory={info['subdirectory']}"
+    return url
 
 
 @contextlib.contextmanager
@@ -240,7 +275,7 @@ def register_export(
             warnings.filterwarnings("ignore", message=".*input example was not provided")
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=EmotunePyfunc(),
+                python_model=str(MODEL_CODE),
                 artifacts={"adapter": str(export_dir)},
                 signature=ModelSignature(inputs=Schema([ColSpec("string", "path")])),
                 pip_requirements=_requirements(),  # given, so MLflow does not probe imports
@@ -262,6 +297,13 @@ def register_export(
     client.set_registered_model_alias(name, ALIAS, version.version)
     log.info("registered %s version %s as @%s", name, version.version, ALIAS)
     return int(version.version)
+
+
+def _adapter_meta(path: Path) -> dict[str, Any]:
+    """A trial's ``emotune.json``, read and checked like ``load_adapter`` does."""
+    meta = read_json_object(path, "adapter config")
+    read_adapter_spec(meta, path)
+    return meta
 
 
 def _facts(
@@ -290,7 +332,7 @@ def _facts(
         "search_root": str(root),
         "search_file": str(folder / SEARCH_FILE),
         "source_adapter": str(adapter),
-        "adapter_meta": json.loads((adapter / CONFIG_FILE).read_text()),
+        "adapter_meta": _adapter_meta(adapter / CONFIG_FILE),
         "trial": {k: v for k, v in trial.items() if k != "history"},
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "registered_model": None,

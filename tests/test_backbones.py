@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainables.backbones import FAMILIES, PRESETS, build_preset_model, load_backbone
+from trainables.backbones import (
+    FAMILIES,
+    PRESETS,
+    backbone_skeleton,
+    build_preset_model,
+    load_backbone,
+)
 
 PRESET_NAMES = list(PRESETS)
 
@@ -122,3 +128,16 @@ def test_unsupported_model_type_is_a_clear_error(tmp_path) -> None:
     ).save_pretrained(tmp_path / "bert")
     with pytest.raises(ValueError, match="'bert' model; emotune supports"):
         load_backbone(tmp_path / "bert")
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_skeleton_has_the_real_shapes_and_no_memory(name: str, tmp_path) -> None:
+    """load_adapter checks weights against the skeleton, so it must describe the real model."""
+    build_preset_model(name).save_pretrained(tmp_path / name)
+    for source in (name, tmp_path / name):
+        skeleton, real = backbone_skeleton(source), load_backbone(source)
+        assert {p.device.type for p in skeleton.parameters()} == {"meta"}
+        assert {n: p.shape for n, p in skeleton.named_parameters()} == {
+            n: p.shape for n, p in real.named_parameters()
+        }
+        assert skeleton.sample_rate == real.sample_rate and skeleton.family == real.family

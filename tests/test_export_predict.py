@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from mlflow import MlflowClient
 from safetensors.torch import load_file
 
-from search.export import ExportedAdapter, export_best, resolve_search, select_best
+from search.export import (
+    ExportedAdapter,
+    emotune_requirement,
+    export_best,
+    resolve_search,
+    select_best,
+)
 from search.predict import Predictor
 from trainables.config import TrainConfig
 from trainables.data.audio import crop, load_audio
@@ -240,6 +248,75 @@ def test_champion_alias_resolves_to_the_export(
         mlflow.set_tracking_uri(previous)
     assert frame.loc[0, "label"] == Predictor(exported.path).predict_file(wavs[0])["label"]
     assert frame.loc[1, "error"] == "no such file"
+
+
+def test_registered_model_is_code_not_pickle(search_root: Path, exported: ExportedAdapter) -> None:
+    """MLflow "models from code": loading the champion unpickles nothing."""
+    uri = f"sqlite:///{search_root / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        folder = Path(mlflow.artifacts.download_artifacts("models:/emotune-corpus@champion"))
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert not list(folder.rglob("*.pkl")), list(folder.rglob("*.pkl"))
+    flavor = yaml.safe_load((folder / "MLmodel").read_text())["flavors"]["python_function"]
+    assert "python_model" not in flavor
+    assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"
+    code = folder / Path(flavor["model_code_path"]).name
+    assert "mlflow.models.set_model(EmotunePyfunc())" in code.read_text()
+    requirements = (folder / "requirements.txt").read_text().splitlines()
+    assert requirements[0] == emotune_requirement()
+    installed = [
+        d for d in metadata.distributions(name="emotune") if d.read_text("direct_url.json")
+    ]
+    if installed:  # this checkout is installed from a folder: a direct reference, not a name
+        assert requirements[0].startswith("emotune @ file:///")
+
+
+class _Dist:
+    def __init__(self, version: str, direct_url: dict[str, Any] | None) -> None:
+        self.version = version
+        self._direct_url = direct_url
+
+    def read_text(self, name: str) -> str | None:
+        return (
+            json.dumps(self._direct_url) if self._direct_url and name == "direct_url.json" else None
+        )
+
+
+@pytest.mark.parametrize(
+    ("direct_urls", "expected"),
+    [
+        ([None], "emotune==0.1.0"),  # from an index: the version is all there is
+        (
+            [{"url": "file:///src/emotune", "dir_info": {"editable": True}}],
+            "emotune @ file:///src/emotune",
+        ),
+        # a stale egg-info in the working directory comes first on sys.path
+        ([None, {"url": "file:///src/emotune", "dir_info": {}}], "emotune @ file:///src/emotune"),
+        (
+            [{"url": "https://h.example/e.git", "vcs_info": {"vcs": "git", "commit_id": "abc1"}}],
+            "emotune @ git+https://h.example/e.git@abc1",
+        ),
+        (
+            [
+                {
+                    "url": "https://h.example/e-0.1.0.tar.gz",
+                    "archive_info": {"hashes": {"sha256": "f00"}},
+                    "subdirectory": "pkg",
+                }
+            ],
+            "emotune @ https://h.example/e-0.1.0.tar.gz#sha256=f00&subdirectory=pkg",
+        ),
+    ],
+)
+def test_emotune_requirement_pins_how_emotune_was_installed(
+    monkeypatch: pytest.MonkeyPatch, direct_urls: list[dict[str, Any] | None], expected: str
+) -> None:
+    dists = [_Dist("0.1.0", d) for d in direct_urls]
+    monkeypatch.setattr(metadata, "distributions", lambda name=None: iter(dists))
+    assert emotune_requirement() == expected
 
 
 def test_reexport_replaces_folder_and_moves_alias(search_root: Path, tmp_path: Path) -> None:
