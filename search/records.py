@@ -138,3 +138,31 @@ def search_timing(
         "finalise_seconds": finalise_seconds,
         "overhead_share": max(0.0, 1.0 - work / (slots * wall_seconds)) if wall_seconds else 0.0,
     }
+
+
+def failure_lines(trials: list[dict[str, Any]], limit: int = 10) -> list[str]:
+    """A dataset's trials by state, then each distinct error (first line) and its trials.
+
+    Args:
+        trials: ``search.json``'s ``trials`` (dicts with ``trial_id``, ``state``, ``error``).
+        limit: most distinct errors shown (the most frequent first); the rest are counted.
+
+    Returns:
+        Lines for the user, e.g. ``["3 trial(s): 3 FAILED", "3x ValueError: ... (trial(s) a,
+        b, c)"]``; only the first line when no trial has an error.
+    """
+    states: dict[str, int] = {}
+    errors: dict[str, list[str]] = {}
+    for t in trials:
+        states[t["state"]] = states.get(t["state"], 0) + 1
+        if t.get("error"):
+            first = str(t["error"]).strip().splitlines()[0] if str(t["error"]).strip() else "?"
+            errors.setdefault(first, []).append(str(t["trial_id"]))
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    lines = [f"{len(trials)} trial(s): {counts}"]
+    ranked = sorted(errors.items(), key=lambda kv: -len(kv[1]))
+    for message, ids in ranked[:limit]:
+        lines.append(f"{len(ids)}x {message} (trial(s) {', '.join(ids)})")
+    if len(ranked) > limit:
+        lines.append(f"... and {len(ranked) - limit} other distinct error(s)")
+    return lines

@@ -131,3 +131,81 @@ def download(storage: str, name: str, dataset: str, local: Path) -> bool:
         path, str(local), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem()
     )
     return True
+
+
+# The search's own MLflow store (``--tracking-uri`` not given) sits beside its datasets in the
+# driver's folder; with a bucket it is mirrored to ``<storage>/<name>/_tracking``.
+TRACKING_ITEMS = ("mlflow.db", "mlartifacts")
+_TRACKING = "_tracking"
+
+
+def upload_tracking(root: Path, storage: str, name: str) -> None:
+    """Mirrors the search's own MLflow store (``mlflow.db``, ``mlartifacts/``) to ``storage``."""
+    fs, path = pafs.FileSystem.from_uri(f"{storage.rstrip('/')}/{name}/{_TRACKING}")
+    fs.create_dir(path, recursive=True)
+    for item in TRACKING_ITEMS:
+        if (root / item).exists():
+            pafs.copy_files(
+                str(root / item),
+                f"{path}/{item}",
+                source_filesystem=pafs.LocalFileSystem(),
+                destination_filesystem=fs,
+            )
+
+
+def download_tracking(storage: str, name: str, root: Path) -> None:
+    """Restores the search's MLflow store from ``storage`` where ``root`` has none (a local
+    store is never older than the mirror, which is uploaded from it)."""
+    fs, path = pafs.FileSystem.from_uri(f"{storage.rstrip('/')}/{name}/{_TRACKING}")
+    root.mkdir(parents=True, exist_ok=True)
+    for item in TRACKING_ITEMS:
+        source = f"{path}/{item}"
+        if (root / item).exists() or fs.get_file_info(source).type == pafs.FileType.NotFound:
+            continue
+        pafs.copy_files(
+            source,
+            str(root / item),
+            source_filesystem=fs,
+            destination_filesystem=pafs.LocalFileSystem(),
+        )
+
+
+def remote_exists(storage: str, name: str) -> bool:
+    """Whether ``storage`` holds a finished dataset of search ``name`` (its driver files), as
+    ``<dataset>/search.json`` in the local folder says for a folder storage."""
+    fs, path = pafs.FileSystem.from_uri(f"{storage.rstrip('/')}/{name}")
+    found = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return any(
+        info.type == pafs.FileType.Directory
+        and fs.get_file_info(f"{info.path}/driver").type != pafs.FileType.NotFound
+        for info in found
+    )
+
+
+def download_search(storage: str, name: str, local: Path) -> list[str]:
+    """Restores search ``name`` from ``storage``: each dataset's driver files and the MLflow
+    store (for a search another machine ran, or whose local mirror was removed).
+
+    ``local`` then holds each ``<dataset>/search.json`` and the fetched adapters at the paths
+    search.json names when ``local`` is the same mirror folder as on the driver.
+
+    Returns:
+        The datasets restored.
+
+    Raises:
+        FileNotFoundError: the bucket holds no search ``name``.
+    """
+    base = f"{storage.rstrip('/')}/{name}"
+    fs, path = pafs.FileSystem.from_uri(base)
+    found = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    datasets = sorted(
+        info.base_name
+        for info in found
+        if info.type == pafs.FileType.Directory
+        and info.base_name != _TRACKING
+        and download(storage, name, info.base_name, local / info.base_name)
+    )
+    if not datasets:
+        raise FileNotFoundError(f"no search {name!r} in {storage} (nothing under {base}/*/driver)")
+    download_tracking(storage, name, local)
+    return datasets

@@ -13,7 +13,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,68 +25,16 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search import storage as store
 from search.pareto import TrialRecord
+from search.preflight import check_search, trial_base
+from search.ray_start import start_ray
 from search.records import fetch_final, record_of, search_timing
+from search.settings import OBJECTIVE_KEYS, SearchSettings
 from search.tracking import SearchTracker, default_tracking_uri
 from spaces import SpaceConfig, define_by_run, to_train_config
+from trainables import rundir
 from trainables.folds import fold_values
 
 log = logging.getLogger(__name__)
-
-OBJECTIVE_KEYS = {
-    "uar": ("obj_uar", "max"),
-    "params": ("obj_params", "min"),
-    "fairness": ("obj_fairness", "min"),
-}
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """Everything ``emotune search`` was asked to do (validated before Ray starts)."""
-
-    manifests: tuple[Path, ...]
-    backbone: str = "tiny-wavlm"
-    trials: int = 8
-    concurrency: int = 2
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    sampler: str = "tpe"
-    objectives: tuple[str, ...] = ("uar", "params")
-    address: str | None = None
-    storage: str | Path = Path("runs/search")  # a folder (local or NFS) or s3:// / gs:// URI
-    shared_storage: bool = False  # the user says a local-looking folder is on every node
-    tracking_uri: str | None = None
-    name: str = "search"
-    resume: bool = False
-    space: SpaceConfig = field(default_factory=SpaceConfig)
-    base: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields shared by trials
-    grace_period: int = 2  # epochs (folds with all_folds) a trial runs before ASHA may stop it
-    all_folds: bool = False  # score each configuration by the mean over every fold
-    max_failures: int = 2
-    seed: int = 0
-    reuse_actors: bool = True  # a worker runs trial after trial: imports paid once per worker
-
-    def __post_init__(self) -> None:
-        bad = [o for o in self.objectives if o not in OBJECTIVE_KEYS]
-        if bad or "uar" not in self.objectives:
-            raise ValueError(
-                f"objectives must include uar and be among "
-                f"{list(OBJECTIVE_KEYS)}; got {list(self.objectives)}"
-            )
-        if self.sampler not in ("tpe", "nsga2", "random"):
-            raise ValueError(f"sampler must be tpe, nsga2 or random, got {self.sampler!r}")
-        if self.trials < 1 or self.concurrency < 1:
-            raise ValueError("trials and concurrency must be >= 1")
-        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
-            raise ValueError("cpus-per-trial must be > 0 and gpus-per-trial >= 0")
-        for m in self.manifests:
-            if not Path(m).is_file():
-                raise FileNotFoundError(f"manifest {m} does not exist")
-
-    @property
-    def root(self) -> Path:
-        """The driver's local folder of this search (a mirror when storage is a URI)."""
-        return store.local_root(self.storage, self.name)
-
 
 class SearchInterrupted(RuntimeError):
     """The search stopped before every trial finished (Ctrl-C, SIGUSR1); resumable."""
@@ -203,39 +150,46 @@ def dataset_name(manifest: Path) -> str:
 
 
 def init_ray(settings: SearchSettings) -> None:
-    """Connects to ``--address`` (or RAY_ADDRESS) or starts a local Ray without dashboard."""
-    if ray.is_initialized():
-        return
-    address = settings.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        try:
-            ray.init(address=address, log_to_driver=False)
-        except Exception as err:  # Ray raises several types here; only auth gets advice
-            if "auth" not in str(err).lower() and "token" not in str(err).lower():
-                raise
-            raise ValueError(
-                f"Ray at {address} refused the connection ({err}). The cluster uses token "
-                "authentication: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or "
-                "RAY_AUTH_TOKEN_PATH, default ~/.ray/auth_token) to the cluster's token, or "
-                "launch with `ray job submit` on the cluster."
-            ) from err
-    else:
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    """Connects to ``--address`` (or RAY_ADDRESS) or starts a local Ray on loopback only, whose
+    trial workers import the installed emotune (see :mod:`search.ray_start`)."""
+    start_ray(settings.address)
 
 
 def run_search(
     settings: SearchSettings, on_record: Callable[[TrialRecord], None] | None = None
 ) -> list[dict[str, Any]]:
-    """Runs one search per manifest; returns each dataset's summary (also in search.json)."""
-    root = settings.root
-    if root.exists() and not settings.resume and any(root.glob("*/search.json")):
-        raise ValueError(f"search {root} exists; pass --resume to continue it or a new --name")
-    root.mkdir(parents=True, exist_ok=True)
-    init_ray(settings)
-    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
-    store.check_storage_for_cluster(settings.storage, nodes, settings.shared_storage)
-    uri = settings.tracking_uri or default_tracking_uri(root)
-    return [run_dataset(settings, Path(m), uri, on_record) for m in settings.manifests]
+    """Runs one search per manifest; returns each dataset's summary (also in search.json).
+
+    The manifests, the space and emotune's own packages are checked before anything is
+    written or Ray starts; the search's folder is then locked for the whole search (a second
+    search on it, resumed or not, is refused while this one runs).
+
+    Raises:
+        FolderBusyError: another process is running this search.
+        ValueError: the search exists (without ``resume``), or a check of
+            :func:`search.preflight.check_search` failed.
+    """
+    check_search(settings)  # before anything is written, so a refused search leaves nothing
+    with rundir.owned(settings.root, "search", "search") as root:
+        if not settings.resume and _exists(settings):
+            raise ValueError(
+                f"search {settings.name} exists in {settings.storage}; pass --resume to "
+                "continue it or a new --name"
+            )
+        init_ray(settings)
+        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+        store.check_storage_for_cluster(settings.storage, nodes, settings.shared_storage)
+        uri = settings.tracking_uri or default_tracking_uri(root)
+        return [run_dataset(settings, Path(m), uri, on_record) for m in settings.manifests]
+
+
+def _exists(settings: SearchSettings) -> bool:
+    """A finished dataset in the local folder or (bucket storage) in the bucket."""
+    if any(settings.root.glob("*/search.json")):
+        return True
+    return store.is_uri(settings.storage) and store.remote_exists(
+        str(settings.storage), settings.name
+    )
 
 
 def run_dataset(
@@ -249,16 +203,14 @@ def run_dataset(
     dataset = dataset_name(manifest)
     folder = settings.root / dataset
     remote = store.is_uri(settings.storage)
+    own_store = tracking_uri == default_tracking_uri(settings.root)  # mirrored with a bucket
     if remote and settings.resume:
         store.download(str(settings.storage), settings.name, dataset, folder)
+        if own_store:
+            store.download_tracking(str(settings.storage), settings.name, settings.root)
     trials_dir = folder / "trials"
     trials_dir.mkdir(parents=True, exist_ok=True)
-    base = {
-        **store.feature_cache_location(settings.storage),
-        **settings.base,
-        "manifest": str(manifest.resolve()),
-        "backbone": settings.backbone,
-    }
+    base = trial_base(settings, manifest)
     tracker = SearchTracker(tracking_uri, settings.name)
     parent = tracker.parent_run(
         f"{settings.name}/{dataset}",
@@ -341,6 +293,8 @@ def run_dataset(
     (folder / "search.json").write_text(json.dumps(out, indent=2))
     if remote:
         store.upload(folder, str(settings.storage), settings.name, dataset)
+        if own_store:
+            store.upload_tracking(settings.root, str(settings.storage), settings.name)
     return out
 
 

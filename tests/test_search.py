@@ -250,6 +250,7 @@ def test_uri_storage_mirrors_the_driver_files(local_ray, synth_corpus, tmp_path,
     assert (remote / "ray" / "tune").is_dir()  # Tune's experiment went to the storage URI
     for name in ("search.json", "study.db", "pareto.csv"):
         assert (remote / "driver" / name).is_file(), name
+    assert (tmp_path / "bucket" / "u" / "_tracking" / "mlflow.db").is_file()  # MLflow store too
     assert settings.root == tmp_path / "cache" / "searches" / "u"
     # The trials' feature cache was mirrored to the bucket for nodes without shared disks.
     assert len(list((tmp_path / "bucket" / "feature-cache").glob("*/index.json"))) == 3

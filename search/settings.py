@@ -1,0 +1,65 @@
+"""What ``emotune search`` was asked to do, validated before anything runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from search import storage as store
+from spaces import SpaceConfig
+
+OBJECTIVE_KEYS = {
+    "uar": ("obj_uar", "max"),
+    "params": ("obj_params", "min"),
+    "fairness": ("obj_fairness", "min"),
+}
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything ``emotune search`` was asked to do (validated before Ray starts)."""
+
+    manifests: tuple[Path, ...]
+    backbone: str = "tiny-wavlm"
+    trials: int = 8
+    concurrency: int = 2
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    sampler: str = "tpe"
+    objectives: tuple[str, ...] = ("uar", "params")
+    address: str | None = None
+    storage: str | Path = Path("runs/search")  # a folder (local or NFS) or s3:// / gs:// URI
+    shared_storage: bool = False  # the user says a local-looking folder is on every node
+    tracking_uri: str | None = None
+    name: str = "search"
+    resume: bool = False
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    base: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields shared by trials
+    grace_period: int = 2  # epochs (folds with all_folds) a trial runs before ASHA may stop it
+    all_folds: bool = False  # score each configuration by the mean over every fold
+    max_failures: int = 2
+    seed: int = 0
+    reuse_actors: bool = True  # a worker runs trial after trial: imports paid once per worker
+
+    def __post_init__(self) -> None:
+        bad = [o for o in self.objectives if o not in OBJECTIVE_KEYS]
+        if bad or "uar" not in self.objectives:
+            raise ValueError(
+                f"objectives must include uar and be among "
+                f"{list(OBJECTIVE_KEYS)}; got {list(self.objectives)}"
+            )
+        if self.sampler not in ("tpe", "nsga2", "random"):
+            raise ValueError(f"sampler must be tpe, nsga2 or random, got {self.sampler!r}")
+        if self.trials < 1 or self.concurrency < 1:
+            raise ValueError("trials and concurrency must be >= 1")
+        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
+            raise ValueError("cpus-per-trial must be > 0 and gpus-per-trial >= 0")
+        for m in self.manifests:
+            if not Path(m).is_file():
+                raise FileNotFoundError(f"manifest {m} does not exist")
+
+    @property
+    def root(self) -> Path:
+        """The driver's local folder of this search (a mirror when storage is a URI)."""
+        return store.local_root(self.storage, self.name)
