@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -136,3 +137,51 @@ def test_prepare_wrong_root_is_a_clear_error(tmp_path: Path, capsys) -> None:
                  str(tmp_path / "m.parquet")])
     assert code == 2
     assert "ravdess" in capsys.readouterr().err.lower()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--lr", "inf"], "lr=inf: must be a finite number"),
+        (["--lr", "nan"], "lr=nan: must be a finite number"),
+        (["--method", "lora", "--lora-alpha", "nan"], "alpha=nan must be a finite number"),
+        (["--method", "adapter", "--adapter-scale", "inf"], "scale=inf must be a finite number"),
+        (["--max-seconds", "1e9"], "max_seconds must be in (0, 3600.0]"),
+    ],
+)
+def test_non_finite_or_huge_values_are_one_line_errors(
+    flags: list[str], message: str, synth_corpus: Path, tmp_path: Path, capsys
+) -> None:
+    code = main(["train", "--manifest", str(synth_corpus), *flags, "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_unexpected_errors_are_one_line_and_verbose_shows_the_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import search.cli as cli
+
+    def boom(args) -> int:
+        raise TypeError("an internal bug\nspread over lines")
+
+    monkeypatch.setattr(cli, "cmd_synth", boom)
+    assert main(["synth", "--out", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "error: TypeError: an internal bug spread over lines (run with -v" in err
+    assert "Traceback" not in err
+    assert main(["-v", "synth", "--out", "x"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_every_flag_has_a_help_text_with_its_default() -> None:
+    parser = build_parser()
+    subcommands = parser._subparsers._group_actions[0].choices
+    for name, sub in subcommands.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"emotune {name} {action.option_strings or action.dest}: no help"
+            if action.option_strings and not action.required:
+                assert "default" in action.help, f"emotune {name} {action.option_strings}"

@@ -126,3 +126,26 @@ def test_nan_loss_fails_loudly(synth_corpus: Path, tmp_path: Path, monkeypatch) 
     )
     with pytest.raises(NonFiniteLossError, match="loss is nan"):
         train(_cfg(synth_corpus, method="frozen", epochs=1), tmp_path)
+
+
+def test_data_warnings_and_eval_windows_reach_the_result(synth_corpus: Path, tmp_path) -> None:
+    """The 4-speaker corpus shares its dev and test speakers: a warning, not an error; clips
+    longer than eval_max_seconds are scored as windows, and the result says so."""
+    result = train(
+        _cfg(synth_corpus, method="frozen", epochs=1, eval_crop="full", eval_max_seconds=0.5),
+        tmp_path,
+    )
+    on_disk = json.loads((tmp_path / "result.json").read_text())
+    assert any("appear in both dev and test" in w for w in on_disk["warnings"])
+    windowed = on_disk["eval_windows"]["windowed_files"]
+    assert on_disk["eval_windows"]["max_seconds"] == 0.5
+    assert windowed["dev"] > 0 and windowed["test"] > 0  # synthetic clips last ~2 s
+    assert any("eval_max_seconds=0.5" in w for w in result["warnings"])
+    meta = json.loads((tmp_path / "adapter/emotune.json").read_text())
+    assert meta["eval_max_seconds"] == 0.5  # predict windows the same way
+
+
+def test_a_crop_too_short_for_one_frame_is_refused(synth_corpus: Path, tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"max_seconds=0.001 s is shorter than one frame"):
+        train(_cfg(synth_corpus, method="frozen", max_seconds=0.001), tmp_path)
+    assert not (tmp_path / "result.json").exists()

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from trainables.rundir import FolderError
+
 STATE_FILE = "state.safetensors"
 META_FILE = "state.json"
 
@@ -37,12 +39,14 @@ def save_checkpoint(
                 scalars.setdefault(str(index), {})[key] = value
     flat["rng.torch"] = torch.get_rng_state()
     tmp = folder.with_name(folder.name + ".tmp")
+    old = folder.with_name(folder.name + ".old")
+    for path in (folder, tmp, old):
+        _check_ours(path)  # before anything is written or removed
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(flat, str(tmp / STATE_FILE))
     full_meta = {**meta, "optimizer_groups": opt["param_groups"], "optimizer_scalars": scalars}
     (tmp / META_FILE).write_text(json.dumps(full_meta))
-    old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
         os.replace(folder, old)
@@ -50,12 +54,45 @@ def save_checkpoint(
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _check_ours(path: Path) -> None:
+    """Refuses to replace ``path`` unless it is missing or a folder of checkpoint files only.
+
+    Raises:
+        FolderError: ``path`` holds anything emotune does not write there (a user's file).
+    """
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise FolderError(f"{path} is not a checkpoint folder written by emotune; not replacing it")
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in (STATE_FILE, META_FILE))
+    if foreign:
+        raise FolderError(
+            f"{path} holds files emotune did not write ({', '.join(foreign[:5])}); "
+            "not replacing it: move them away or use another --out"
+        )
+
+
+def copy_checkpoint(source: Path, folder: Path) -> None:
+    """Replaces the checkpoint ``folder`` by the checkpoint files of ``source`` (e.g. Ray's
+    restored copy, which may also hold a final report's adapter and result: those stay out)."""
+    _check_ours(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for name in (STATE_FILE, META_FILE):
+        shutil.copy2(source / name, folder / name)
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """The checkpoint's JSON metadata alone (cheap: no tensor is read)."""
+    return json.loads((folder / META_FILE).read_text())
+
+
 def load_checkpoint(
     folder: Path, optimizer: torch.optim.Optimizer
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Restores the optimizer and torch RNG; returns ``(model tensors, meta)``."""
     flat = load_file(str(folder / STATE_FILE))
-    meta = json.loads((folder / META_FILE).read_text())
+    meta = read_meta(folder)
     state: dict[int, dict[str, Any]] = {}
     for name, value in flat.items():
         if name.startswith("opt."):

@@ -21,6 +21,11 @@ SPEED_ONLY_FIELDS: tuple[str, ...] = (
 )
 
 
+# Longest crop or evaluation window a run may ask for; exported adapters are held to the same
+# bound when they are loaded (``trainables.export``).
+MAX_CROP_SECONDS = 3600.0
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines one fine-tune run.
@@ -136,11 +141,14 @@ class TrainConfig:
             (self.schedule in ("cosine", "plateau"), "schedule must be cosine or plateau"),
             (self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}"),
             (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
-            (self.max_seconds > 0, f"max_seconds must be > 0, got {self.max_seconds}"),
+            (
+                0 < self.max_seconds <= MAX_CROP_SECONDS,
+                f"max_seconds must be in (0, {MAX_CROP_SECONDS}], got {self.max_seconds}",
+            ),
             (self.eval_crop in ("center", "full"), "eval_crop must be center or full"),
             (
-                self.eval_max_seconds > 0,
-                f"eval_max_seconds must be > 0, got {self.eval_max_seconds}",
+                0 < self.eval_max_seconds <= MAX_CROP_SECONDS,
+                f"eval_max_seconds must be in (0, {MAX_CROP_SECONDS}], got {self.eval_max_seconds}",
             ),
             (
                 self.feature_cache_dtype in ("float32", "float16"),

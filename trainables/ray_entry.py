@@ -6,7 +6,6 @@ checkpoint, so a trial restarted by Ray (worker crash, node loss) resumes from i
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -19,7 +18,10 @@ import ray
 import torch
 from ray import tune
 
+from trainables import rundir
+from trainables.checkpoint import copy_checkpoint, read_meta
 from trainables.config import TrainConfig
+from trainables.provenance import check_project
 from trainables.train import SUMMARY_KEYS, EpochReport, train
 
 # Keys every report carries. ``obj_*`` are the search objectives; ``final`` is True only on the
@@ -78,10 +80,11 @@ def run_trial(
     :func:`trial_clock` (``started`` and ``import_seconds`` come from the caller, which timed
     its imports), so the driver can tell trial work from Ray's overhead.
     """
+    check_project()  # refuse to train with a shadowed or mixed emotune (Ray adds the cwd)
     started = time.perf_counter() if started is None else started
     if out_dir is None:
         out_dir = Path(tune.get_context().get_trial_dir()) / "emotune"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    rundir.claim(out_dir, "run")  # before the restored checkpoint is copied in
     threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
     if threads > 0:
         torch.set_num_threads(threads)
@@ -89,10 +92,8 @@ def run_trial(
     restored = tune.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as folder:
-            shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
-            shutil.copytree(folder, out_dir / "checkpoint")
-        state = json.loads((out_dir / "checkpoint" / "state.json").read_text())
-        resumed_from = int(state["state"]["epoch"])
+            copy_checkpoint(Path(folder), out_dir / "checkpoint")
+        resumed_from = int(read_meta(out_dir / "checkpoint")["state"]["epoch"])
     node = {
         "node": socket.gethostname(),
         "node_id": ray.get_runtime_context().get_node_id(),
@@ -153,11 +154,12 @@ def run_trial_folds(
     Each report's checkpoint holds the finished folds' results and adapters, so a restarted
     trial skips them (the fold in progress starts again).
     """
+    check_project()  # refuse to train with a shadowed or mixed emotune (Ray adds the cwd)
     started = time.perf_counter() if started is None else started
     from trainables.folds import train_folds
 
     out_dir = Path(tune.get_context().get_trial_dir()) / "emotune"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    rundir.claim(out_dir, "folds")  # before the restored folds are copied in
     restored = tune.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as folder:
@@ -172,7 +174,9 @@ def run_trial_folds(
         for fold_dir in out_dir.glob("fold_*"):
             if (fold_dir / "result.json").is_file():
                 shutil.copytree(
-                    fold_dir, staging / fold_dir.name, ignore=shutil.ignore_patterns("checkpoint*")
+                    fold_dir,
+                    staging / fold_dir.name,
+                    ignore=shutil.ignore_patterns("checkpoint*", rundir.LOCK),
                 )
         if last:
             shutil.copytree(out_dir / "adapter", staging / "adapter")

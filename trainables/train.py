@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from trainables import rundir
 from trainables.backbones.speed import cast_frozen_to_bf16, use_fast_dropout
-from trainables.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from trainables.checkpoint import has_checkpoint, load_checkpoint, read_meta, save_checkpoint
 from trainables.config import TrainConfig
 from trainables.data.dataset import Batch, class_weights
 from trainables.data.frames import FrameBatch
@@ -28,9 +29,11 @@ from trainables.data.splits import (
     make_loaders,
     set_epoch,
 )
-from trainables.export import build_model, save_adapter, trainable_state
+from trainables.export import MAX_LABELS, build_model, save_adapter, trainable_state
+from trainables.fingerprint import check_same_run, run_fingerprint
 from trainables.metrics import EvalMetrics, evaluate
 from trainables.model import SERModel
+from trainables.run_checks import check_crop, data_facts, input_seconds
 
 __all__ = [
     "EpochReport",
@@ -106,19 +109,30 @@ def logits_of(model: SERModel, batch: Batch | FrameBatch, ctx: StepContext) -> t
 def predict(
     model: SERModel, loader: DataLoader, device: str, bf16: bool, ctx: StepContext | None = None
 ) -> tuple[np.ndarray, ...]:
-    """Returns ``(y_true, y_pred, genders, probs)`` over a loader (in the loader's order)."""
+    """Returns per-utterance ``(y_true, y_pred, genders, probs)``, by utterance position.
+
+    A batch row is one item of its dataset: a clip, or one evaluation window of a clip longer
+    than ``eval_max_seconds`` (``batch.indices`` names the utterance). An utterance's
+    probabilities are the softmax of the mean of its items' logits, so metrics count each
+    manifest row once; a clip of one item gets exactly its own logits' softmax.
+    """
     ctx = ctx or StepContext(device, bf16)
     model.eval()
-    ys, preds, genders, probs = [], [], [], []
+    logits, owners, labels, genders = [], [], [], {}
     for batch in loader:
         batch = batch.to(device)
-        logits = logits_of(model, batch, ctx)
-        p = logits.float().softmax(dim=-1)
-        ys.append(batch.labels.cpu().numpy())
-        preds.append(p.argmax(dim=-1).cpu().numpy())
-        probs.append(p.cpu().numpy())
-        genders += batch.genders
-    return np.concatenate(ys), np.concatenate(preds), np.array(genders), np.concatenate(probs)
+        logits.append(logits_of(model, batch, ctx).float().cpu())  # (batch, classes)
+        owners.append(batch.indices.cpu())
+        labels.append(batch.labels.cpu())
+        genders.update(zip(batch.indices.tolist(), batch.genders))
+    ids, slot = torch.unique(torch.cat(owners), return_inverse=True)  # sorted utterances
+    total = torch.zeros(len(ids), logits[0].shape[1], dtype=torch.float64)
+    total.index_add_(0, slot, torch.cat(logits).double())  # float64: x / 1 stays x exactly
+    counts = torch.bincount(slot, minlength=len(ids)).unsqueeze(1)
+    p = (total / counts).float().softmax(dim=-1)  # (utterances, classes)
+    y = torch.zeros(len(ids), dtype=torch.int64).scatter_(0, slot, torch.cat(labels))
+    sexes = np.array([genders[i] for i in ids.tolist()])
+    return y.numpy(), p.argmax(dim=-1).numpy(), sexes, p.numpy()
 
 
 def _scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, total_steps: int) -> Any:
@@ -159,22 +173,38 @@ def train(
     Returns:
         The result dict also written to ``out_dir/result.json``.
     """
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with rundir.owned(out_dir, "run", "--out") as folder:
+        return _run(cfg, folder, on_epoch, splits)
+
+
+def _run(
+    cfg: TrainConfig,
+    out_dir: Path,
+    on_epoch: Callable[[EpochReport], None] | None,
+    splits: Splits | None,
+) -> dict[str, Any]:
+    """The body of :func:`train`, with ``out_dir`` claimed and locked by this process."""
     started = time.perf_counter()
     part = partition(cfg.manifest, fold=cfg.fold, dev_fold=cfg.dev_fold)
     num_classes = len(part.labels)
+    if num_classes > MAX_LABELS:  # an exported adapter with more would be refused on load
+        raise ValueError(f"{cfg.manifest}: {num_classes} classes, over the {MAX_LABELS} limit")
     model, method = build_model(
-        cfg.backbone, cfg.method, cfg.method_options, cfg.head, num_classes, seed=cfg.seed
-    )
+        cfg.backbone, cfg.method, cfg.method_options, cfg.head, num_classes, seed=cfg.seed,
+        allow_pickle_weights=cfg.allow_pickle_weights, digest=True,
+    )  # fmt: skip
+    check_crop(cfg, model.backbone)
+    fingerprint = run_fingerprint(cfg, part.labels, model.backbone.weights_sha256)
     model.to(cfg.device)
     if splits is None:
         splits = (
             load_frame_splits(cfg, model.backbone, part)
             if method.frozen_frontend
-            else load_splits(cfg, model.backbone.sample_rate, part)
+            else load_splits(cfg, model.backbone.sample_rate, part, input_seconds(model))
         )
     ctx = _step_context(cfg, model, splits)
+    facts = data_facts(cfg, part, splits)
+    facts["fingerprint"] = fingerprint
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(
         params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fast_kernels or None
@@ -188,9 +218,10 @@ def train(
     state = {"epoch": 0, "best_epoch": 0, "best_dev_uar": -1.0, "since_best": 0, "history": []}
     best = trainable_state(model)
     if has_checkpoint(ckpt):
+        # Checked before any tensor is loaded: a different run's optimizer state or head
+        # would not fit, and its label map would silently rename this run's classes.
+        check_same_run(out_dir, read_meta(ckpt).get("fingerprint"), fingerprint)
         tensors, meta = load_checkpoint(ckpt, opt)
-        if _comparable(meta.get("config")) != cfg.result_dict():
-            raise ValueError(f"{ckpt} belongs to a different configuration; use a new --out")
         model.load_state_dict(
             {k: v for k, v in tensors.items() if not k.startswith("best.")}, strict=False
         )
@@ -231,7 +262,12 @@ def train(
             ckpt,
             tensors,
             opt,
-            {"config": cfg.to_dict(), "state": state, "scheduler": sched.state_dict()},
+            {
+                "config": cfg.to_dict(),
+                "fingerprint": fingerprint,
+                "state": state,
+                "scheduler": sched.state_dict(),
+            },
         )
         report = EpochReport(
             epoch,
@@ -262,7 +298,7 @@ def train(
         if done:  # finish before the last callback: Ray may stop the trial at that report
             model.load_state_dict(best, strict=False)
             result = _finish(
-                cfg, out_dir, model, method, splits, state, time.perf_counter() - started
+                cfg, out_dir, model, method, splits, state, time.perf_counter() - started, facts
             )
         if on_epoch is not None:
             on_epoch(report)
@@ -273,7 +309,8 @@ def train(
     # restarted after its last checkpoint): report the last epoch again, so the caller (Ray)
     # still gets a final report.
     model.load_state_dict(best, strict=False)
-    result = _finish(cfg, out_dir, model, method, splits, state, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    result = _finish(cfg, out_dir, model, method, splits, state, seconds, facts)
     if on_epoch is not None and state["history"]:
         last = state["history"][-1]
         on_epoch(
@@ -295,16 +332,6 @@ def train(
             )
         )
     return result
-
-
-def _comparable(config: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A checkpoint's config without the speed-only fields (see ``TrainConfig.result_dict``)."""
-    if config is None:
-        return None
-    try:
-        return TrainConfig.from_dict(config).result_dict()
-    except (TypeError, ValueError):
-        return config
 
 
 def _step_context(cfg: TrainConfig, model: SERModel, splits: Splits) -> StepContext:
@@ -382,7 +409,10 @@ def _finish(
     splits: Splits,
     state: dict[str, Any],
     seconds: float,
+    facts: dict[str, Any],
 ) -> dict[str, Any]:
+    """Writes ``adapter/`` and ``result.json`` of the best epoch; ``facts`` (fingerprint,
+    warnings) go into the result as they are."""
     backbone_params, head_params = model.trainable_params()
     adapter_bytes = save_adapter(
         model,
@@ -392,6 +422,7 @@ def _finish(
         head=cfg.head,
         max_seconds=cfg.max_seconds,
         eval_crop=cfg.eval_crop,
+        extra={"eval_max_seconds": cfg.eval_max_seconds},
     )
     best = state["history"][state["best_epoch"] - 1]
     result = {
@@ -414,6 +445,7 @@ def _finish(
         "skipped": splits.skipped,
         "seconds": seconds,
         "config": cfg.to_dict(),
+        **facts,
         "history": state["history"],
     }
     (out_dir / "result.json").write_text(json.dumps(result, indent=2))

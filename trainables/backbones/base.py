@@ -67,6 +67,8 @@ class Backbone(nn.Module):
     """
 
     family: str = ""
+    # Shortest input (samples) that makes one frame; the front end zero-pads shorter inputs.
+    min_samples: int = 1
     attention_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj")
     ffn_modules: tuple[str, ...] = ()
 
@@ -76,6 +78,8 @@ class Backbone(nn.Module):
         self.random_init = random_init
         self.sample_rate = sample_rate
         self.input_injector: InputInjector | None = None
+        # :meth:`weights_digest` taken before a method was attached (set by the model builder).
+        self.weights_sha256 = ""
 
     # --- to be provided by families -----------------------------------------------------------
     @property

@@ -9,6 +9,7 @@ space and the parametrised tests without any other edit.
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -61,7 +62,8 @@ def build_method(name: str, options: Mapping[str, Any] | None = None) -> Method:
 
     Raises:
         KeyError: unknown method name.
-        ValueError: an option the method does not have, or a bad value.
+        ValueError: an option the method does not have, or a bad value (NaN and infinite
+            floats included).
     """
     cls = METHODS.get(name)
     options = dict(options or {})
@@ -70,7 +72,12 @@ def build_method(name: str, options: Mapping[str, Any] | None = None) -> Method:
     if unknown:
         allowed = ", ".join(sorted(fields)) or "none"
         raise ValueError(f"method {name!r} has no option(s) {unknown}; allowed: {allowed}")
-    return cls(cls.config_cls(**options))
+    config = cls.config_cls(**options)
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"method {name!r}: {f.name}={value} must be a finite number")
+    return cls(config)
 
 
 def attach(backbone: Backbone, method: Method) -> list[nn.Parameter]:
