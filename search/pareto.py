@@ -44,6 +44,7 @@ class TrialRecord:
     adapter_dir: str | None = None
     node: str | None = None
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)  # the run's data warnings (result.json)
 
     def __post_init__(self) -> None:
         if self.state not in STATES:

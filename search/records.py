@@ -70,6 +70,7 @@ def record_of(
             adapter_dir=str(folder / "adapter"),
             node=node,
             error=None,
+            warnings=[str(w) for w in res.get("warnings") or []],
         )
     return TrialRecord(
         trial_id=trial_id,

@@ -220,7 +220,8 @@ class SearchTracker:
         (``epoch/dev_<m>``, ``epoch/test_<m>``, ``train_loss``, ``lr`` with step = epoch),
         final metrics ``dev_<m>``, ``test_<m>``, ``trainable_params``, ``adapter_bytes``,
         ``best_epoch`` (None values skipped) and ends FINISHED, KILLED or FAILED for a
-        COMPLETE, PRUNED or FAILED trial; the error text goes into tag ``emotune.error``.
+        COMPLETE, PRUNED or FAILED trial; the error text goes into tag ``emotune.error``, the
+        run's data warnings into ``warnings.txt`` (their count in tag ``emotune.warnings``).
 
         Returns:
             The child run id.
@@ -248,6 +249,8 @@ class SearchTracker:
         tags.update({k: str(v) for k, v in extra.items() if v is not None})
         if trial.error:
             tags["emotune.error"] = _clip(trial.error, MAX_ERROR_CHARS)
+        if trial.warnings:  # the text is in warnings.txt; the tag lets the UI filter on it
+            tags["emotune.warnings"] = str(len(trial.warnings))
         name = f"{trial.method}-{trial.number}" if trial.number is not None else trial.trial_id
         run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
         params = {**trial.params, "method": trial.method}
@@ -258,6 +261,8 @@ class SearchTracker:
         )
         if trial.error and len(trial.error) > MAX_ERROR_CHARS:
             self.client.log_text(run_id, trial.error, "error.txt")
+        if trial.warnings:
+            self.client.log_text(run_id, "\n".join(trial.warnings) + "\n", "warnings.txt")
         self.client.set_tag(run_id, TAG_LOGGED, "true")
         self.client.set_terminated(run_id, END_STATUS[trial.state])
         return run_id

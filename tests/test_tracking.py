@@ -129,6 +129,20 @@ def test_pruned_and_failed_status(tracker: SearchTracker) -> None:
     assert run.data.tags["emotune.error"] == "Traceback: boom"
 
 
+def test_data_warnings_reach_the_child_run(tracker: SearchTracker) -> None:
+    import dataclasses
+
+    parent = _parent(tracker)
+    warnings = ["2 speaker(s) appear in both train and test", "test: 1 file(s) clipped"]
+    trial = dataclasses.replace(_trial("abc_00004", 0.6, 1000), warnings=warnings)
+    child = tracker.log_trial(parent, trial)
+    assert tracker.client.get_run(child).data.tags["emotune.warnings"] == "2"
+    folder = tracker.client.download_artifacts(child, "warnings.txt")
+    assert Path(folder).read_text().splitlines() == warnings
+    quiet = tracker.log_trial(parent, _trial("abc_00005", 0.6, 1000))
+    assert "emotune.warnings" not in tracker.client.get_run(quiet).data.tags
+
+
 def test_close_dangling(tracker: SearchTracker) -> None:
     parent = _parent(tracker)
     done = tracker.log_trial(parent, _trial("abc_00001", 0.6, 1000))
