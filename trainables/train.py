@@ -11,27 +11,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from trainables import rundir
-from trainables.backbones.speed import cast_frozen_to_bf16, use_fast_dropout
 from trainables.checkpoint import has_checkpoint, load_checkpoint, read_meta, save_checkpoint
 from trainables.config import TrainConfig
-from trainables.data.dataset import Batch, class_weights
-from trainables.data.frames import FrameBatch
+from trainables.data.dataset import class_weights
 from trainables.data.manifest import partition
 from trainables.data.splits import (
     Splits,
     load_frame_splits,
     load_splits,
     make_loaders,
-    set_epoch,
 )
 from trainables.export import MAX_LABELS, build_model, save_adapter, trainable_state
 from trainables.fingerprint import check_same_run, run_fingerprint
-from trainables.metrics import EvalMetrics, evaluate
+from trainables.loop import (
+    NonFiniteLossError,
+    StepContext,
+    evaluate_split,
+    logits_of,
+    predict,
+    step_context,
+    train_epoch,
+)
+from trainables.metrics import EvalMetrics
 from trainables.model import SERModel
 from trainables.run_checks import check_crop, data_facts, input_seconds
 
@@ -48,10 +52,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 @dataclass
@@ -72,67 +72,6 @@ class EpochReport:
     done: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
     speed: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class StepContext:
-    """What a step needs besides the model and batch: device, precision, unit of length.
-
-    Attributes:
-        device: torch device string.
-        bf16: autocast to bfloat16.
-        bf16_inputs: the frozen transformer is stored in bf16 (feed it bf16 features).
-        seconds_per_unit: audio seconds per sample (waveforms) or per frame (features).
-    """
-
-    device: str
-    bf16: bool
-    bf16_inputs: bool = False
-    seconds_per_unit: float = 0.0
-
-    @property
-    def device_type(self) -> str:
-        return torch.device(self.device).type
-
-
-def logits_of(model: SERModel, batch: Batch | FrameBatch, ctx: StepContext) -> torch.Tensor:
-    """``(batch, classes)`` logits of a waveform or frame-feature batch (already on device)."""
-    with torch.autocast(ctx.device_type, dtype=torch.bfloat16, enabled=ctx.bf16):
-        if isinstance(batch, FrameBatch):
-            feats = batch.features.to(torch.bfloat16) if ctx.bf16_inputs else batch.features
-            out = model.backbone.encode(feats, batch.frame_lengths)  # features -> hidden states
-            return model.head(out.hidden_states, out.frame_mask)
-        return model(batch.waves, batch.lengths)
-
-
-@torch.no_grad()
-def predict(
-    model: SERModel, loader: DataLoader, device: str, bf16: bool, ctx: StepContext | None = None
-) -> tuple[np.ndarray, ...]:
-    """Returns per-utterance ``(y_true, y_pred, genders, probs)``, by utterance position.
-
-    A batch row is one item of its dataset: a clip, or one evaluation window of a clip longer
-    than ``eval_max_seconds`` (``batch.indices`` names the utterance). An utterance's
-    probabilities are the softmax of the mean of its items' logits, so metrics count each
-    manifest row once; a clip of one item gets exactly its own logits' softmax.
-    """
-    ctx = ctx or StepContext(device, bf16)
-    model.eval()
-    logits, owners, labels, genders = [], [], [], {}
-    for batch in loader:
-        batch = batch.to(device)
-        logits.append(logits_of(model, batch, ctx).float().cpu())  # (batch, classes)
-        owners.append(batch.indices.cpu())
-        labels.append(batch.labels.cpu())
-        genders.update(zip(batch.indices.tolist(), batch.genders))
-    ids, slot = torch.unique(torch.cat(owners), return_inverse=True)  # sorted utterances
-    total = torch.zeros(len(ids), logits[0].shape[1], dtype=torch.float64)
-    total.index_add_(0, slot, torch.cat(logits).double())  # float64: x / 1 stays x exactly
-    counts = torch.bincount(slot, minlength=len(ids)).unsqueeze(1)
-    p = (total / counts).float().softmax(dim=-1)  # (utterances, classes)
-    y = torch.zeros(len(ids), dtype=torch.int64).scatter_(0, slot, torch.cat(labels))
-    sexes = np.array([genders[i] for i in ids.tolist()])
-    return y.numpy(), p.argmax(dim=-1).numpy(), sexes, p.numpy()
 
 
 def _scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, total_steps: int) -> Any:
@@ -202,7 +141,7 @@ def _run(
             if method.frozen_frontend
             else load_splits(cfg, model.backbone.sample_rate, part, input_seconds(model))
         )
-    ctx = _step_context(cfg, model, splits)
+    ctx = step_context(cfg, model, splits)
     facts = data_facts(cfg, part, splits)
     facts["fingerprint"] = fingerprint
     params = [p for p in model.parameters() if p.requires_grad]
@@ -232,11 +171,11 @@ def _run(
 
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        loss, lr, speed = _train_epoch(
+        loss, lr, speed = train_epoch(
             model, loaders["train"], opt, sched, loss_fn, cfg, epoch, params, ctx
         )
-        dev = _evaluate(model, loaders["dev"], ctx, num_classes)
-        test = _evaluate(model, loaders["test"], ctx, num_classes)
+        dev = evaluate_split(model, loaders["dev"], ctx, num_classes)
+        test = evaluate_split(model, loaders["test"], ctx, num_classes)
         if cfg.schedule == "plateau":
             sched.step(dev.uar)
         is_best = dev.uar > state["best_dev_uar"]
@@ -332,73 +271,6 @@ def _run(
             )
         )
     return result
-
-
-def _step_context(cfg: TrainConfig, model: SERModel, splits: Splits) -> StepContext:
-    """Applies the fast kernels to ``model`` and says how steps must feed it."""
-    bf16_inputs = False
-    if cfg.fast_kernels:
-        use_fast_dropout(model)
-        if cfg.bf16 and splits.frames:
-            bf16_inputs = cast_frozen_to_bf16(model.backbone) > 0
-    bb = model.backbone
-    if splits.frames:  # seconds per frame, from the frame count of 10 s of audio
-        unit = 10.0 / bb.frontend_frames(10 * bb.sample_rate)
-    else:
-        unit = 1.0 / bb.sample_rate
-    return StepContext(cfg.device, cfg.bf16, bf16_inputs, unit)
-
-
-def _train_epoch(
-    model: SERModel,
-    loader: DataLoader,
-    opt: torch.optim.Optimizer,
-    sched: Any,
-    loss_fn: torch.nn.Module,
-    cfg: TrainConfig,
-    epoch: int,
-    params: list[torch.nn.Parameter],
-    ctx: StepContext,
-) -> tuple[float, float, dict[str, float]]:
-    """One pass over ``loader``; returns mean loss, last LR and throughput figures."""
-    model.train()
-    set_epoch(loader, cfg.seed, epoch)
-    total = torch.zeros((), dtype=torch.float64)
-    count = valid = padded = 0
-    started = time.perf_counter()
-    for batch in loader:
-        lengths = batch.frame_lengths if isinstance(batch, FrameBatch) else batch.lengths
-        n = len(lengths)
-        valid += int(lengths.sum())
-        padded += n * int(lengths.max())
-        batch = batch.to(cfg.device)
-        logits = logits_of(model, batch, ctx)
-        loss = loss_fn(logits.float(), batch.labels)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"epoch {epoch}: training loss is {loss.item()}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
-        opt.step()
-        if cfg.schedule == "cosine":
-            sched.step()
-        total += loss.detach().double().cpu() * n
-        count += n
-    seconds = time.perf_counter() - started
-    speed = {
-        "train_seconds": seconds,
-        "padding_fraction": 1.0 - valid / max(padded, 1),
-        "audio_seconds_per_second": valid * ctx.seconds_per_unit / max(seconds, 1e-9),
-    }
-    return float(total) / max(count, 1), float(opt.param_groups[0]["lr"]), speed
-
-
-def _evaluate(
-    model: SERModel, loader: DataLoader, ctx: StepContext, num_classes: int
-) -> EvalMetrics:
-    y, pred, genders, _ = predict(model, loader, ctx.device, ctx.bf16, ctx)
-    return evaluate(y, pred, list(genders), num_classes)
 
 
 def _finish(
