@@ -1,6 +1,7 @@
 """How a search starts its own Ray, or joins a cluster.
 
-A local Ray (no ``--address``) is started so that:
+A local Ray (no ``--address``) is a new instance of its own (never a cluster that happens to
+run on the machine), started so that:
 
 * it listens on the loopback interface only. Measured with Ray 2.60: a plain local
   ``ray.init()`` takes the machine's outward address as node IP; its gRPC servers (GCS,
@@ -61,6 +62,9 @@ def _start_local() -> None:
     # so the folder is not needed afterwards.
     with tempfile.TemporaryDirectory(prefix="emotune-ray-workdir-") as empty, _loopback_node():
         ray.init(
+            # "local": always a new instance. Without it Ray joins whatever cluster its
+            # "latest cluster" file names (another user's, or a dead one it then waits for).
+            address="local",
             include_dashboard=False,
             log_to_driver=False,
             configure_logging=False,

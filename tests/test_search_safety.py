@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -328,7 +330,14 @@ def test_folders_named_like_our_packages_in_the_cwd_never_reach_the_trials(
 ) -> None:
     """`emotune search` run from a folder holding `search/` (code that must never run) and
     `spaces/` (harmless, empty): Ray put the cwd first on the workers' sys.path, so the first
-    ran inside trials and the second made every trial fail, while the search exited 0."""
+    ran inside trials and the second made every trial fail, while the search exited 0.
+
+    Ray's "latest cluster" file also names a cluster that is gone: a local search starts its
+    own Ray instead of joining (and waiting for) whatever that file names.
+    """
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # Ray's socket paths stay short
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:9\n")  # nothing there
     cwd = tmp_path / "project"
     marker = tmp_path / "EXECUTED"
     (cwd / "search").mkdir(parents=True)
@@ -339,8 +348,12 @@ def test_folders_named_like_our_packages_in_the_cwd_never_reach_the_trials(
     (cwd / "spaces" / "__init__.py").write_text("")
     emotune = Path(sys.executable).parent / "emotune"
     args = _search_args(synth_corpus, space_yaml, tmp_path / "runs", "w")
-    done = subprocess.run([str(emotune), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}
+    try:
+        done = subprocess.run([str(emotune), *args], cwd=cwd, capture_output=True, text=True,
+                              timeout=600, env=env)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert not marker.exists()
     summary = json.loads(
