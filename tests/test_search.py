@@ -126,11 +126,14 @@ def test_search_end_to_end(local_ray, synth_corpus: Path, tmp_path: Path) -> Non
     assert timing["wall_seconds"] >= timing["fit_seconds"] > 0
     assert parent.data.metrics["timing_overhead_share"] == pytest.approx(timing["overhead_share"])
 
-    # Actor reuse: three trials ran in the two workers, so one worker skipped the imports.
+    # Actor reuse: three trials ran in at most two workers (a fresh worker per trial would
+    # give three pids), so some worker ran two trials and skipped the imports. How many
+    # workers Tune started (one or two) depends on timing: a loaded machine may run all three
+    # trials in the first worker.
     pids = set()
     for results in (folder / "ray" / "tune").glob("*/result.json"):
         pids |= {json.loads(line)["pid"] for line in results.read_text().splitlines()}
-    assert len(pids) == 2
+    assert 1 <= len(pids) <= 2
 
 
 def test_search_timing_shares() -> None:
