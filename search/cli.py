@@ -123,6 +123,24 @@ def speed_options(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def add_allow_pickle_arg(p: argparse.ArgumentParser) -> None:
+    """``--allow-pickle-weights`` (train, search, predict): see ``TrainConfig``."""
+    p.add_argument(
+        "--allow-pickle-weights",
+        action="store_true",
+        help="let a backbone without safetensors weights load pytorch_model.bin; unpickling "
+        "runs code from the file, so only for weights you trust (default: refused)",
+    )
+
+
+def add_eval_window_arg(p: argparse.ArgumentParser) -> None:
+    """``--eval-max-seconds`` (train, search): see ``TrainConfig.eval_max_seconds``."""
+    p.add_argument("--eval-max-seconds", type=float, default=60.0,
+                   help="longest audio the model sees at once in dev/test; longer clips are "
+                   "scored as overlapping windows of this length, their logits averaged "
+                   "(default: %(default)s)")
+
+
 def add_train_args(p: argparse.ArgumentParser) -> None:
     from trainables.methods import METHODS
 
@@ -133,12 +151,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         help="tiny-wavlm|tiny-hubert|tiny-wav2vec2|tiny-whisper (random init), "
         "a local folder, or a hub id (default: %(default)s)",
     )
-    p.add_argument(
-        "--allow-pickle-weights",
-        action="store_true",
-        help="let a backbone without safetensors weights load pytorch_model.bin; unpickling "
-        "runs code from the file, so only for weights you trust (default: refused)",
-    )
+    add_allow_pickle_arg(p)
     p.add_argument("--method", choices=METHODS.names(), default="lora",
                    help="PEFT method (default: %(default)s)")
     p.add_argument("--fold", type=int, default=None,
@@ -163,10 +176,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-crop", choices=["center", "full"], default="center",
                    help="dev/test: centre crop of --max-seconds, or the whole clip "
                    "(default: %(default)s)")
-    p.add_argument("--eval-max-seconds", type=float, default=60.0,
-                   help="longest audio the model sees at once in dev/test; longer clips are "
-                   "scored as overlapping windows of this length, their logits averaged "
-                   "(default: %(default)s)")
+    add_eval_window_arg(p)
     p.add_argument(
         "--pooling",
         choices=["meanstd", "mean", "attentive"],

@@ -12,7 +12,13 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from search.cli import add_speed_args, console, speed_options
+from search.cli import (
+    add_allow_pickle_arg,
+    add_eval_window_arg,
+    add_speed_args,
+    console,
+    speed_options,
+)
 
 
 def add_search_args(p: argparse.ArgumentParser) -> None:
@@ -76,12 +82,8 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
                    help="every trial runs this many epochs (default: the space's epochs)")
     p.add_argument("--max-seconds", type=float, default=6.0,
                    help="crop length in seconds (default: %(default)s)")
-    p.add_argument("--eval-max-seconds", type=float, default=60.0,
-                   help="longest audio the model sees at once in dev/test; longer clips are "
-                   "scored as overlapping windows (default: %(default)s)")
-    p.add_argument("--allow-pickle-weights", action="store_true",
-                   help="let a backbone without safetensors load pytorch_model.bin; "
-                   "unpickling runs code, so only for weights you trust (default: refused)")
+    add_eval_window_arg(p)
+    add_allow_pickle_arg(p)
     p.add_argument("--batch-size", type=int, default=16,
                    help="clips per batch (default: %(default)s)")
     p.add_argument("--fold", type=int, default=None,
@@ -380,9 +382,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--adapter", type=Path, required=True,
                    help="an exported adapter folder (holding emotune.json) (required)")
     p.add_argument("files", type=Path, nargs="+", help="audio files to classify")
-    p.add_argument("--allow-pickle-weights", action="store_true",
-                   help="let the adapter's backbone load pytorch_model.bin when it has no "
-                   "safetensors; unpickling runs code (default: refused)")
+    add_allow_pickle_arg(p)
     p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser("demo", help="offline demo: synth corpus, search, export, predict")

@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+from trainables.untrusted import read_json_object
+
 log = logging.getLogger(__name__)
 
 MARKER = ".emotune"
@@ -55,13 +57,11 @@ def read_marker(folder: Path) -> dict[str, str] | None:
         return None
     if path.is_symlink() or not path.is_file():
         raise FolderError(f"{path} is not a regular file; this folder was not made by emotune")
-    with open(path, "rb") as f:
-        raw = f.read(_MARKER_MAX_BYTES + 1)
     try:
-        marker = json.loads(raw) if len(raw) <= _MARKER_MAX_BYTES else None
-    except ValueError:
+        marker = read_json_object(path, "emotune marker", _MARKER_MAX_BYTES)
+    except (OSError, ValueError):
         marker = None
-    if not isinstance(marker, dict) or marker.get("owner") != "emotune":
+    if marker is None or marker.get("owner") != "emotune":
         raise FolderError(f"{path} is not an emotune marker; this folder was not made by emotune")
     return {k: str(v) for k, v in marker.items()}
 
