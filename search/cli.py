@@ -251,13 +251,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
 
     result = train(cfg, args.out, on_epoch=show)
-    d, t = result["dev"], result["test"]
+    d, t = result.dev, result.test
     console.print(
-        f"best epoch {result['best_epoch']}: dev UAR {d['uar']:.3f}, test UAR "
+        f"best epoch {result.best_epoch}: dev UAR {d['uar']:.3f}, test UAR "
         f"{t['uar']:.3f} WA {t['wa']:.3f} F1 {t['macro_f1']:.3f}; trainable params "
-        f"{result['trainable_params']:,} (method {result['trainable_params_method']:,}"
-        f" + head {result['trainable_params_head']:,}); skipped files "
-        f"{result['skipped_files']}"
+        f"{result.trainable_params:,} (method {result.trainable_params_method:,}"
+        f" + head {result.trainable_params_head:,}); skipped files "
+        f"{result.skipped_files}"
     )
     console.print(f"wrote {Path(args.out).resolve() / 'result.json'} and adapter/")
     return 0

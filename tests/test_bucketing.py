@@ -52,7 +52,7 @@ def test_run_reports_padding_and_bucketing_cuts_it(synth_corpus: Path, tmp_path:
         manifest=synth_corpus, backbone="tiny-wavlm", method="frozen", epochs=1,
         batch_size=8, max_seconds=3.0, feature_cache_dir=tmp_path / "cache",
     )  # fmt: skip
-    on = train(TrainConfig(**common), tmp_path / "on")["history"][0]["speed"]
-    off = train(TrainConfig(**common, bucketing=False), tmp_path / "off")["history"][0]["speed"]
+    on = train(TrainConfig(**common), tmp_path / "on").history[0]["speed"]
+    off = train(TrainConfig(**common, bucketing=False), tmp_path / "off").history[0]["speed"]
     assert on["padding_fraction"] < off["padding_fraction"]
     assert on["audio_seconds_per_second"] > 0 and off["train_seconds"] > 0

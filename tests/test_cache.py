@@ -51,11 +51,11 @@ def test_cache_on_and_off_give_identical_runs(
     built = train(_cfg(synth_corpus, feature_cache_dir=cache, **kw), tmp_path / "built")
     hit = train(_cfg(synth_corpus, feature_cache_dir=cache, **kw), tmp_path / "hit")
     for run in (built, hit):
-        assert [h["train_loss"] for h in run["history"]] == [
-            h["train_loss"] for h in off["history"]
+        assert [h["train_loss"] for h in run.history] == [
+            h["train_loss"] for h in off.history
         ]
-        assert [h["dev"] for h in run["history"]] == [h["dev"] for h in off["history"]]
-        assert run["test"] == off["test"]
+        assert [h["dev"] for h in run.history] == [h["dev"] for h in off.history]
+        assert run.test == off.test
     assert len([p for p in cache.iterdir() if (p / "index.json").is_file()]) == 3  # train/dev/test
 
 
@@ -68,7 +68,7 @@ def test_cache_hit_decodes_no_audio(synth_corpus: Path, tmp_path: Path, monkeypa
 
     monkeypatch.setattr(dataset_mod, "load_window", no_decoding)
     second = train(cfg, tmp_path / "b")
-    assert second["test"] == first["test"]
+    assert second.test == first.test
 
 
 def _extract(backbone: str = "tiny-wavlm") -> FrontendExtractor:
@@ -258,9 +258,9 @@ def test_finished_run_resumes_with_the_cache_off_and_reports_again(
     reports = []
     again = train(_cfg(synth_corpus, method="frozen", epochs=1, feature_cache=False),
                   tmp_path / "run", on_epoch=reports.append)  # fmt: skip
-    assert again["test"] == first["test"]
+    assert again.test == first.test
     assert [(r.epoch, r.done) for r in reports] == [(1, True)]
-    assert reports[0].dev.uar == first["history"][0]["dev"]["uar"]
+    assert reports[0].dev.uar == first.history[0]["dev"]["uar"]
 
 
 def _never():
@@ -329,8 +329,8 @@ def test_windowed_evaluation_is_the_same_with_the_cache_on_and_off(
         for name, on in (("off", False), ("built", True), ("hit", True))
     }
     for run in (runs["built"], runs["hit"]):
-        assert [h["dev"] for h in run["history"]] == [h["dev"] for h in runs["off"]["history"]]
-        assert run["test"] == runs["off"]["test"]
+        assert [h["dev"] for h in run.history] == [h["dev"] for h in runs["off"].history]
+        assert run.test == runs["off"].test
     bb = load_backbone("tiny-wavlm")
     cfg = _cfg(synth_corpus, feature_cache_dir=cache, **WINDOWED)
     cached = load_frame_splits(cfg, bb)

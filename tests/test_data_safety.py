@@ -201,8 +201,8 @@ def test_empty_path_directory_and_symlink_loop_are_counted_skips(
     cfg = TrainConfig(manifest=manifest, feature_cache=cache, feature_cache_dir=tmp_path / "c",
                       **FAST)  # fmt: skip
     result = train(cfg, tmp_path / "run")
-    assert result["skipped_files"] == 3
-    reasons = {Path(s["path"]).name: s["reason"] for s in result["skipped"]}
+    assert result.skipped_files == 3
+    reasons = {Path(s["path"]).name: s["reason"] for s in result.skipped}
     assert reasons[tmp_path.name] == "is a directory"  # "" names the manifest's folder
     assert reasons["adir"] == "is a directory"
     assert reasons["loop.wav"].startswith("cannot stat")

@@ -29,6 +29,7 @@ from trainables.data.audio import crop, load_audio
 from trainables.data.manifest import partition
 from trainables.data.synth import synthesize
 from trainables.export import load_adapter
+from trainables.result import RunResult
 from trainables.train import train
 
 FAST = dict(backbone="tiny-wavlm", epochs=1, max_seconds=1.0, batch_size=16)
@@ -90,7 +91,7 @@ def search_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         root / "trials/lora",
     )
     frozen = train(TrainConfig(manifest=manifest, method="frozen", **FAST), root / "trials/frozen")
-    assert frozen["trainable_params"] < BUDGET_BELOW_LORA < lora["trainable_params"]
+    assert frozen.trainable_params < BUDGET_BELOW_LORA < lora.trainable_params
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
@@ -98,7 +99,8 @@ def search_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     parent = client.create_run(exp, run_name="search").info.run_id
 
     def trial(
-        tid: str, number: int, result: dict, name: str, state: str, dev_uar: float, test_uar: float
+        tid: str, number: int, result: RunResult, name: str, state: str, dev_uar: float,
+        test_uar: float,
     ) -> dict[str, Any]:
         run = client.create_run(exp, tags={"mlflow.parentRunId": parent}).info.run_id
         keep = ("trainable_params", "adapter_bytes", "best_epoch", "history", "method")
@@ -106,10 +108,10 @@ def search_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "trial_id": tid,
             "number": number,
             "state": state,
-            "params": result["method_options"],
-            "dev": {**result["dev"], "uar": dev_uar},
-            "test": {**result["test"], "uar": test_uar},
-            **{k: result[k] for k in keep},
+            "params": result.method_options,
+            "dev": {**result.dev, "uar": dev_uar},
+            "test": {**result.test, "uar": test_uar},
+            **{k: getattr(result, k) for k in keep},
             "adapter_dir": str(root / "trials" / name / "adapter"),
             "node": "local",
             "error": None,

@@ -52,11 +52,11 @@ def test_resume_after_the_manifest_changed_is_refused(synth_corpus: Path, tmp_pa
 def test_resume_of_the_same_run_is_accepted(synth_corpus: Path, tmp_path: Path) -> None:
     first = train(TrainConfig(manifest=synth_corpus, **FAST), tmp_path)
     again = train(TrainConfig(manifest=synth_corpus, **FAST), tmp_path)
-    assert again["dev"] == first["dev"] and again["fingerprint"] == first["fingerprint"]
-    assert set(first["fingerprint"]) == {
+    assert again.dev == first.dev and again.fingerprint == first.fingerprint
+    assert set(first.fingerprint) == {
         "config", "manifest_sha256", "labels", "backbone_sha256"
     }
-    assert first["fingerprint"]["backbone_sha256"]  # the base weights were hashed
+    assert first.fingerprint["backbone_sha256"]  # the base weights were hashed
 
 
 def test_resume_on_other_backbone_weights_is_refused(synth_corpus: Path, tmp_path: Path) -> None:
@@ -116,7 +116,7 @@ def test_checkpoint_rotation_keeps_foreign_files(synth_corpus: Path, tmp_path: P
         train(cfg, out)  # resumes, then would rotate the checkpoint folder after epoch 2
     assert precious.read_text() == "mine"
     precious.unlink()
-    assert train(cfg, out)["epochs_run"] == 2
+    assert train(cfg, out).epochs_run == 2
 
 
 def test_out_of_another_kind_or_a_file_is_refused(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ def test_result_and_adapter_round_trip(synth_corpus: Path, tmp_path: Path) -> No
     assert on_disk["adapter_bytes"] == (tmp_path / "adapter/weights.safetensors").stat().st_size
     best = on_disk["history"][on_disk["best_epoch"] - 1]
     assert best["dev"]["uar"] == max(h["dev"]["uar"] for h in on_disk["history"])
-    assert result["test"]["uar"] == best["test"]["uar"]  # reported test = at best dev epoch
+    assert result.test["uar"] == best["test"]["uar"]  # reported test = at best dev epoch
 
     # The exported folder rebuilds a classifier that predicts exactly like the best epoch.
     loaded = load_adapter(tmp_path / "adapter")
@@ -73,8 +73,8 @@ def _test_utts(manifest: Path):
 def test_same_seed_same_result(synth_corpus: Path, tmp_path: Path) -> None:
     a = train(_cfg(synth_corpus, method="adapter", epochs=1), tmp_path / "a")
     b = train(_cfg(synth_corpus, method="adapter", epochs=1), tmp_path / "b")
-    assert a["history"][0]["train_loss"] == b["history"][0]["train_loss"]
-    assert a["test"] == b["test"]
+    assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
+    assert a.test == b.test
 
 
 def test_resume_after_interruption_matches_uninterrupted(synth_corpus: Path, tmp_path) -> None:
@@ -88,9 +88,9 @@ def test_resume_after_interruption_matches_uninterrupted(synth_corpus: Path, tmp
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "cut", on_epoch=crash)
     resumed = train(cfg, tmp_path / "cut")
-    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
-    assert resumed["history"][1]["train_loss"] == pytest.approx(full["history"][1]["train_loss"])
-    assert resumed["test"] == full["test"]
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    assert resumed.history[1]["train_loss"] == pytest.approx(full.history[1]["train_loss"])
+    assert resumed.test == full.test
 
 
 def test_checkpoint_of_another_config_is_refused(synth_corpus: Path, tmp_path: Path) -> None:
@@ -114,8 +114,8 @@ def test_bad_audio_is_skipped_and_counted(synth_corpus: Path, tmp_path: Path) ->
     manifest = tmp_path / "m.parquet"
     table.to_parquet(manifest)
     result = train(_cfg(manifest, method="frozen", epochs=1), tmp_path / "run")
-    assert result["skipped_files"] == 2
-    assert sorted(Path(s["path"]).name for s in result["skipped"]) == ["corrupt.wav", "empty.wav"]
+    assert result.skipped_files == 2
+    assert sorted(Path(s["path"]).name for s in result.skipped) == ["corrupt.wav", "empty.wav"]
 
 
 def test_nan_loss_fails_loudly(synth_corpus: Path, tmp_path: Path, monkeypatch) -> None:
@@ -140,7 +140,7 @@ def test_data_warnings_and_eval_windows_reach_the_result(synth_corpus: Path, tmp
     windowed = on_disk["eval_windows"]["windowed_files"]
     assert on_disk["eval_windows"]["max_seconds"] == 0.5
     assert windowed["dev"] > 0 and windowed["test"] > 0  # synthetic clips last ~2 s
-    assert any("eval_max_seconds=0.5" in w for w in result["warnings"])
+    assert any("eval_max_seconds=0.5" in w for w in result.warnings)
     meta = json.loads((tmp_path / "adapter/emotune.json").read_text())
     assert meta["eval_max_seconds"] == 0.5  # predict windows the same way
 

@@ -8,18 +8,17 @@ configuration's score is the mean over folds of those dev (and, reported, test) 
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from trainables import rundir
 from trainables.backbones import load_backbone
 from trainables.config import TrainConfig
 from trainables.data.manifest import ManifestError, partition, read_manifest
 from trainables.fingerprint import check_same_run, run_fingerprint
-from trainables.train import SUMMARY_KEYS, train
+from trainables.result import RESULT_FILE, SUMMARY_KEYS, RunResult
+from trainables.train import train
 
 
 def fold_values(manifest: Path) -> list[int]:
@@ -30,55 +29,49 @@ def fold_values(manifest: Path) -> list[int]:
     return sorted({int(v) for v in table.column("fold").to_pylist()})
 
 
-def aggregate(results: list[dict[str, Any]], folds: list[int]) -> dict[str, Any]:
+def aggregate(results: list[RunResult], folds: list[int]) -> RunResult:
     """Mean of the per-fold dev/test summaries (None values left out of a mean).
 
-    The returned dict has the shape of a single run's ``result.json``; ``history``,
-    ``best_epoch`` and the adapter are those of the fold with the best dev UAR (``selected_fold``),
-    and ``folds`` lists each fold's dev and test summary.
+    ``history``, ``best_epoch`` and the adapter are those of the fold with the best dev UAR
+    (``selected_fold``), and ``folds`` lists each fold's dev and test summary.
     """
 
     def mean(split: str, key: str) -> float | None:
-        values = [r[split][key] for r in results if r[split][key] is not None]
+        values = [getattr(r, split)[key] for r in results if getattr(r, split)[key] is not None]
         return sum(values) / len(values) if values else None
 
-    best = max(range(len(results)), key=lambda i: results[i]["dev"]["uar"])
+    best = max(range(len(results)), key=lambda i: results[i].dev["uar"])
     chosen = results[best]
-    return {
-        **{
-            k: chosen[k]
-            for k in (
-                "method",
-                "method_options",
-                "backbone",
-                "random_init",
-                "labels",
-                "trainable_params",
-                "trainable_params_method",
-                "trainable_params_head",
-                "adapter_bytes",
-                "best_epoch",
-                "history",
-            )
-        },
-        "dev": {k: mean("dev", k) for k in SUMMARY_KEYS},
-        "test": {k: mean("test", k) for k in SUMMARY_KEYS},
-        "folds": [
-            {"fold": f, "dev": r["dev"], "test": r["test"]}
+    return RunResult(
+        method=chosen.method,
+        method_options=chosen.method_options,
+        backbone=chosen.backbone,
+        random_init=chosen.random_init,
+        labels=chosen.labels,
+        trainable_params=chosen.trainable_params,
+        trainable_params_method=chosen.trainable_params_method,
+        trainable_params_head=chosen.trainable_params_head,
+        adapter_bytes=chosen.adapter_bytes,
+        best_epoch=chosen.best_epoch,
+        history=chosen.history,
+        dev={k: mean("dev", k) for k in SUMMARY_KEYS},
+        test={k: mean("test", k) for k in SUMMARY_KEYS},
+        folds=[
+            {"fold": f, "dev": r.dev, "test": r.test}
             for f, r in zip(folds, results, strict=False)
         ],
-        "selected_fold": folds[best],
-        "skipped_files": sum(r["skipped_files"] for r in results),
-        "seconds": sum(r["seconds"] for r in results),
-    }
+        selected_fold=folds[best],
+        skipped_files=sum(r.skipped_files for r in results),
+        seconds=sum(r.seconds for r in results),
+    )
 
 
 def train_folds(
     cfg: TrainConfig,
     out_dir: Path,
     folds: list[int] | None = None,
-    on_fold: Callable[[dict[str, Any], bool], None] | None = None,
-) -> dict[str, Any]:
+    on_fold: Callable[[RunResult, bool], None] | None = None,
+) -> RunResult:
     """Trains ``cfg`` on every fold (``out_dir/fold_<k>``); folds already finished are reused.
 
     Args:
@@ -97,22 +90,21 @@ def _run_folds(
     cfg: TrainConfig,
     out_dir: Path,
     folds: list[int],
-    on_fold: Callable[[dict[str, Any], bool], None] | None,
-) -> dict[str, Any]:
-    results: list[dict[str, Any]] = []
+    on_fold: Callable[[RunResult, bool], None] | None,
+) -> RunResult:
+    results: list[RunResult] = []
     backbone_sha: list[str] = []  # computed once, only if a finished fold is to be reused
     for i, k in enumerate(folds):
         fold_cfg = dataclasses.replace(cfg, fold=k, dev_fold=None)
         fold_dir = out_dir / f"fold_{k}"
-        done = fold_dir / "result.json"
-        if done.is_file():
-            result = json.loads(done.read_text())
+        if (fold_dir / RESULT_FILE).is_file():
+            result = RunResult.read(fold_dir)
             if not backbone_sha:
                 bb = load_backbone(cfg.backbone, allow_pickle_weights=cfg.allow_pickle_weights)
                 backbone_sha.append(bb.weights_digest())
             labels = partition(cfg.manifest, fold=k).labels
             expected = run_fingerprint(fold_cfg, labels, backbone_sha[0])
-            check_same_run(fold_dir, result.get("fingerprint"), expected)
+            check_same_run(fold_dir, result.fingerprint, expected)
             results.append(result)
         else:
             results.append(train(fold_cfg, fold_dir))
@@ -121,8 +113,8 @@ def _run_folds(
         if last:
             adapter = out_dir / "adapter"
             shutil.rmtree(adapter, ignore_errors=True)
-            shutil.copytree(out_dir / f"fold_{summary['selected_fold']}" / "adapter", adapter)
-            (out_dir / "result.json").write_text(json.dumps(summary, indent=2))
+            shutil.copytree(out_dir / f"fold_{summary.selected_fold}" / "adapter", adapter)
+            summary.write(out_dir)
         if on_fold is not None:
             on_fold(summary, last)
     return summary

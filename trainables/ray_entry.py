@@ -22,7 +22,8 @@ from trainables import rundir
 from trainables.checkpoint import copy_checkpoint, read_meta
 from trainables.config import TrainConfig
 from trainables.provenance import check_project
-from trainables.train import SUMMARY_KEYS, EpochReport, train
+from trainables.result import SUMMARY_KEYS, RunResult
+from trainables.train import EpochReport, train
 
 # Keys every report carries. ``obj_*`` are the search objectives; ``final`` is True only on the
 # last report of a trial that ran to its end (a trial stopped early never reports it).
@@ -71,7 +72,7 @@ def run_trial(
     out_dir: Path | None = None,
     started: float | None = None,
     import_seconds: float = 0.0,
-) -> dict[str, Any]:
+) -> RunResult:
     """Runs one trial inside Ray Tune, resuming from Tune's checkpoint when there is one.
 
     ``out_dir`` defaults to the trial's folder on this node. Every epoch reports its checkpoint;
@@ -119,7 +120,7 @@ def run_trial(
     return train(cfg, out_dir, on_epoch=report)
 
 
-def fold_metrics(summary: dict[str, Any], folds_done: int, last: bool) -> dict[str, Any]:
+def fold_metrics(summary: RunResult, folds_done: int, last: bool) -> dict[str, Any]:
     """Ray metrics of a cross-validated trial: means over the folds finished so far."""
 
     def num(x: float | None) -> float:
@@ -127,16 +128,16 @@ def fold_metrics(summary: dict[str, Any], folds_done: int, last: bool) -> dict[s
 
     metrics: dict[str, Any] = {
         "epoch": folds_done,
-        "best_epoch": summary["best_epoch"],
-        "trainable_params": summary["trainable_params"],
+        "best_epoch": summary.best_epoch,
+        "trainable_params": summary.trainable_params,
     }
     for split in ("dev", "test"):
-        for key, value in summary[split].items():
+        for key, value in getattr(summary, split).items():
             metrics[f"{split}_{key}"] = num(value)
-    gap = summary["dev"]["uar_gap_gender"]
+    gap = summary.dev["uar_gap_gender"]
     metrics.update(
-        obj_uar=summary["dev"]["uar"],
-        obj_params=float(summary["trainable_params"]),
+        obj_uar=summary.dev["uar"],
+        obj_params=float(summary.trainable_params),
         obj_fairness=1.0 if gap is None else float(gap),
     )
     metrics[FINAL_KEY] = last
@@ -148,7 +149,7 @@ def run_trial_folds(
     folds: list[int],
     started: float | None = None,
     import_seconds: float = 0.0,
-) -> dict[str, Any]:
+) -> RunResult:
     """A trial scored by the mean over ``folds``; one report per finished fold.
 
     Each report's checkpoint holds the finished folds' results and adapters, so a restarted
@@ -167,7 +168,7 @@ def run_trial_folds(
     node = {"node": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id()}
     done: list[int] = []
 
-    def report(summary: dict[str, Any], last: bool) -> None:
+    def report(summary: RunResult, last: bool) -> None:
         done.append(len(done))
         staging = out_dir.parent / "emotune-report"
         shutil.rmtree(staging, ignore_errors=True)

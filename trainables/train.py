@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -37,9 +36,11 @@ from trainables.loop import (
 )
 from trainables.metrics import EvalMetrics
 from trainables.model import SERModel
+from trainables.result import SUMMARY_KEYS, RunResult, summary
 from trainables.run_checks import check_crop, data_facts, input_seconds
 
 __all__ = [
+    "SUMMARY_KEYS",
     "EpochReport",
     "NonFiniteLossError",
     "Splits",
@@ -93,7 +94,7 @@ def train(
     out_dir: Path,
     on_epoch: Callable[[EpochReport], None] | None = None,
     splits: Splits | None = None,
-) -> dict[str, Any]:
+) -> RunResult:
     """Runs (or resumes) one fine-tune and writes ``result.json`` and ``adapter/`` to ``out_dir``.
 
     Each epoch trains on ``train``, evaluates ``dev`` and ``test``, keeps the weights of the best
@@ -110,7 +111,7 @@ def train(
     per second.
 
     Returns:
-        The result dict also written to ``out_dir/result.json``.
+        The result, also written to ``out_dir/result.json``.
     """
     with rundir.owned(out_dir, "run", "--out") as folder:
         return _run(cfg, folder, on_epoch, splits)
@@ -121,7 +122,7 @@ def _run(
     out_dir: Path,
     on_epoch: Callable[[EpochReport], None] | None,
     splits: Splits | None,
-) -> dict[str, Any]:
+) -> RunResult:
     """The body of :func:`train`, with ``out_dir`` claimed and locked by this process."""
     started = time.perf_counter()
     part = partition(cfg.manifest, fold=cfg.fold, dev_fold=cfg.dev_fold)
@@ -282,7 +283,7 @@ def _finish(
     state: dict[str, Any],
     seconds: float,
     facts: dict[str, Any],
-) -> dict[str, Any]:
+) -> RunResult:
     """Writes ``adapter/`` and ``result.json`` of the best epoch; ``facts`` (fingerprint,
     warnings) go into the result as they are."""
     backbone_params, head_params = model.trainable_params()
@@ -297,42 +298,29 @@ def _finish(
         extra={"eval_max_seconds": cfg.eval_max_seconds},
     )
     best = state["history"][state["best_epoch"] - 1]
-    result = {
-        "method": cfg.method,
-        "method_options": method.config.to_dict(),
-        "backbone": cfg.backbone,
-        "random_init": model.backbone.random_init,
-        "labels": splits.labels,
-        "dev": _summary(best["dev"]),
-        "test": _summary(best["test"]),
-        "dev_details": best["dev"],
-        "test_details": best["test"],
-        "trainable_params": backbone_params + head_params,
-        "trainable_params_method": backbone_params,
-        "trainable_params_head": head_params,
-        "adapter_bytes": adapter_bytes,
-        "best_epoch": state["best_epoch"],
-        "epochs_run": state["epoch"],
-        "skipped_files": len(splits.skipped),
-        "skipped": splits.skipped,
-        "seconds": seconds,
-        "config": cfg.to_dict(),
+    result = RunResult(
+        method=cfg.method,
+        method_options=method.config.to_dict(),
+        backbone=cfg.backbone,
+        random_init=model.backbone.random_init,
+        labels=splits.labels,
+        dev=summary(best["dev"]),
+        test=summary(best["test"]),
+        dev_details=best["dev"],
+        test_details=best["test"],
+        trainable_params=backbone_params + head_params,
+        trainable_params_method=backbone_params,
+        trainable_params_head=head_params,
+        adapter_bytes=adapter_bytes,
+        best_epoch=state["best_epoch"],
+        epochs_run=state["epoch"],
+        skipped_files=len(splits.skipped),
+        skipped=splits.skipped,
+        seconds=seconds,
+        config=cfg.to_dict(),
         **facts,
-        "history": state["history"],
-    }
-    (out_dir / "result.json").write_text(json.dumps(result, indent=2))
+        history=state["history"],
+    )
+    result.write(out_dir)
     return result
 
-
-SUMMARY_KEYS = (
-    "uar",
-    "wa",
-    "macro_f1",
-    "uar_gap_gender",
-    "statistical_parity_gender",
-    "equal_opportunity_gender",
-)
-
-
-def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: metrics[k] for k in SUMMARY_KEYS}
