@@ -37,11 +37,14 @@ class Method(ABC):
         config_cls: the dataclass of its options.
         frozen_frontend: True when the front end (CNN / log-mel) stays frozen, so its output can
             be cached across epochs and trials.
+        card_usage: Markdown the model card of an exported adapter adds about this method's own
+            files (``DIR`` stands for the adapter folder); empty when there is nothing to add.
     """
 
     name: ClassVar[str]
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
     frozen_frontend: ClassVar[bool] = True
+    card_usage: ClassVar[str] = ""
 
     def __init__(self, config: MethodConfig | None = None) -> None:
         self.config = config if config is not None else self.config_cls()

@@ -56,6 +56,14 @@ class Lora(Method):
     name = "lora"
     config_cls = LoraConfig
     config: LoraConfig
+    card_usage = """
+The LoRA weights alone, as a peft folder, on the base backbone's Hugging Face model:
+
+```python
+from peft import PeftModel
+model = PeftModel.from_pretrained(base_model, "DIR/peft")
+```
+"""
 
     def __init__(self, config: LoraConfig | None = None) -> None:
         super().__init__(config)
