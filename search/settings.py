@@ -16,6 +16,10 @@ OBJECTIVE_KEYS = {
 }
 
 
+class SearchInterrupted(RuntimeError):
+    """The search stopped before every trial finished (Ctrl-C, SIGUSR1); resumable."""
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     """Everything ``emotune search`` was asked to do (validated before Ray starts)."""

@@ -28,17 +28,13 @@ from search.pareto import TrialRecord
 from search.preflight import check_search, trial_base
 from search.ray_start import start_ray
 from search.records import fetch_final, record_of, search_timing
-from search.settings import OBJECTIVE_KEYS, SearchSettings
+from search.settings import OBJECTIVE_KEYS, SearchInterrupted, SearchSettings
 from search.tracking import SearchTracker, default_tracking_uri
 from spaces import SpaceConfig, define_by_run, to_train_config
 from trainables import rundir
 from trainables.folds import fold_values
 
 log = logging.getLogger(__name__)
-
-class SearchInterrupted(RuntimeError):
-    """The search stopped before every trial finished (Ctrl-C, SIGUSR1); resumable."""
-
 
 class PruneAwareOptunaSearch(OptunaSearch):
     """OptunaSearch that tells Optuna PRUNED for trials that never sent their final report.
