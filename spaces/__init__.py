@@ -1,5 +1,8 @@
 """Optuna define-by-run search spaces built from the PEFT method registry.
 
+The machinery is generic: each method's section (``space.lora``, ``space.adapter``, ...) is made
+from the options the method declares in its own file; ``METHOD_SPACES[name]`` is its class.
+
 Typical use::
 
     space = SpaceConfig.from_yaml("spaces/default.yaml")
@@ -17,28 +20,19 @@ from spaces.sampling import (
     to_train_config,
 )
 from spaces.section import MethodSpace, param
-from spaces.space import (
-    DEFAULT_SPACE_PATH,
-    METHOD_SPACES,
-    AdapterSpace,
-    LoraSpace,
-    PromptSpace,
-    SpaceConfig,
-)
+from spaces.space import DEFAULT_METHODS, DEFAULT_SPACE_PATH, METHOD_SPACES, SpaceConfig
 
 __all__ = [
+    "DEFAULT_METHODS",
     "DEFAULT_SPACE_PATH",
     "METHOD_PARAM",
     "METHOD_SPACES",
-    "AdapterSpace",
     "Choice",
     "DefineByRun",
     "Domain",
     "Fixed",
-    "LoraSpace",
     "MethodSpace",
     "Param",
-    "PromptSpace",
     "Range",
     "SpaceConfig",
     "SpaceError",

@@ -1,8 +1,9 @@
 """One search dimension: a fixed value, a numeric range or a list of choices.
 
-A :class:`Domain` says what a parameter may be at all (an int >= 1, a float in [0, 1), one of
-``attention/ffn/both``); a :class:`Param` says which part of that domain a space searches. Params
-are checked against their domain when the space is built, so a bad space fails before any trial.
+A :class:`~trainables.methods.options.Domain` says what a parameter may be at all (an int >= 1,
+a float in [0, 1), one of ``attention/ffn/both``); methods declare it with their options. A
+:class:`Param` says which part of that domain a space searches. Params are checked against their
+domain when the space is built, so a bad space fails before any trial.
 
 YAML forms: ``0.05`` (fixed), ``{low: 1, high: 64, log: true}`` (range),
 ``{choices: [attention, ffn]}`` (choices).
@@ -11,87 +12,36 @@ YAML forms: ``0.05`` (fixed), ``{low: 1, high: 64, log: true}`` (range),
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
-import operator
 from collections.abc import Mapping
 from typing import Any
 
 import optuna
 
-Scalar = bool | int | float | str
+from trainables.methods.options import Domain, Scalar
 
 
 class SpaceError(ValueError):
     """A search space or a sampled point is invalid; the message starts with the field path."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Domain:
-    """The values a parameter may take, whatever range a space gives it.
+def check(domain: Domain, value: object, where: str, what: str = "value") -> Scalar:
+    """``value`` as ``domain.kind`` if the domain allows it.
 
-    Attributes:
-        kind: ``int``, ``float``, ``bool`` or ``str``.
-        ge: inclusive lower bound (numbers).
-        gt: exclusive lower bound (numbers).
-        lt: exclusive upper bound (numbers).
-        allowed: the only legal values (categorical parameters).
+    Raises:
+        SpaceError: ``<where>: <what> (<value>) <why not>``.
     """
+    v, why = domain.judge(value)
+    if why is not None:
+        raise SpaceError(f"{where}: {what} ({v!r}) {why}")
+    return v  # type: ignore[return-value]
 
-    kind: type
-    ge: float | None = None
-    gt: float | None = None
-    lt: float | None = None
-    allowed: tuple[Scalar, ...] | None = None
 
-    @property
-    def numeric(self) -> bool:
-        """True for int and float parameters (the ones that may have a range)."""
-        return self.kind in (int, float)
-
-    def coerce(self, value: object, where: str, what: str = "value") -> Scalar:
-        """Returns ``value`` as ``kind``, or raises :class:`SpaceError`.
-
-        Floats also accept numeric strings, because PyYAML reads ``1e-4`` (no dot) as a string.
-        Ints accept integral floats (``8.0``), as a JSON round trip may produce them.
-        """
-        bad = SpaceError(f"{where}: {what} ({value!r}) must be of type {self.kind.__name__}")
-        if self.kind is bool or self.kind is str:
-            if not isinstance(value, self.kind):
-                raise bad
-            return value  # type: ignore[return-value]
-        if isinstance(value, bool):
-            raise bad
-        if self.kind is int:
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            if not isinstance(value, numbers.Integral):
-                raise bad
-            return int(value)
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise bad from None
-        if not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise bad
-        return float(value)
-
-    def check(self, value: object, where: str, what: str = "value") -> Scalar:
-        """Coerces ``value`` and checks it against the bounds and allowed values."""
-        v = self.coerce(value, where, what)
-        if self.allowed is not None and v not in self.allowed:
-            allowed = ", ".join(repr(a) for a in self.allowed)
-            raise SpaceError(f"{where}: {what} ({v!r}) must be one of {allowed}")
-        bounds = [
-            (self.ge, ">=", operator.ge),
-            (self.gt, ">", operator.gt),
-            (self.lt, "<", operator.lt),
-        ]
-        for bound, op, holds in bounds:
-            if bound is not None and not holds(v, bound):
-                raise SpaceError(f"{where}: {what} ({v}) must be {op} {bound}")
-        return v
+def coerce(domain: Domain, value: object, where: str, what: str = "value") -> Scalar:
+    """``value`` as ``domain.kind`` (bounds not checked), or a :class:`SpaceError`."""
+    v, why = domain.coerce(value)
+    if why is not None:
+        raise SpaceError(f"{where}: {what} ({v!r}) {why}")
+    return v  # type: ignore[return-value]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +56,7 @@ class Fixed:
 
     def checked(self, domain: Domain, where: str) -> Fixed:
         """Returns the normalised param or raises :class:`SpaceError` naming ``where``."""
-        return Fixed(domain.check(self.value, where))
+        return Fixed(check(domain, self.value, where))
 
     def suggest(self, trial: optuna.Trial, name: str, domain: Domain) -> Scalar:
         """Asks ``trial`` for this dimension under ``name``."""
@@ -135,15 +85,15 @@ class Range:
             raise SpaceError(f"{where}: a range needs a numeric parameter; give choices or a value")
         if not isinstance(self.log, bool):
             raise SpaceError(f"{where}: log ({self.log!r}) must be true or false")
-        low = domain.coerce(self.low, where, "low")
-        high = domain.coerce(self.high, where, "high")
+        low = coerce(domain, self.low, where, "low")
+        high = coerce(domain, self.high, where, "high")
         if self.log:
             if domain.kind is int and low < 1:
                 raise SpaceError(f"{where}: low ({low}) must be >= 1 for a log scale")
             if low <= 0:
                 raise SpaceError(f"{where}: low ({low}) must be > 0 for a log scale")
-        domain.check(low, where, "low")
-        domain.check(high, where, "high")
+        check(domain, low, where, "low")
+        check(domain, high, where, "high")
         if not low < high:
             raise SpaceError(f"{where}: low ({low}) must be < high ({high})")
         return Range(low, high, self.log)
@@ -175,7 +125,7 @@ class Choice:
             raise SpaceError(f"{where}: choices must be a list, got {self.choices!r}")
         if not self.choices:
             raise SpaceError(f"{where}: choices must not be empty")
-        values = tuple(domain.check(c, where, "choice") for c in self.choices)
+        values = tuple(check(domain, c, where, "choice") for c in self.choices)
         if len(set(values)) != len(values):
             raise SpaceError(f"{where}: choices repeat a value: {list(values)}")
         return Choice(values)

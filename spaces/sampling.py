@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 
-from spaces.params import Scalar, SpaceError
+from spaces.params import Scalar, SpaceError, check
 from spaces.space import METHOD_SPACES, SpaceConfig
 from trainables.config import TrainConfig
 from trainables.methods import METHODS
@@ -115,7 +115,7 @@ def _checked(
     missing = sorted(set(domains) - set(params))
     if require and missing:
         raise SpaceError(f"params: missing {missing}")
-    return {n: d.check(params[n], f"params.{n}") for n, d in domains.items() if n in params}
+    return {n: check(d, params[n], f"params.{n}") for n, d in domains.items() if n in params}
 
 
 def describe(space: SpaceConfig) -> dict[str, str]:

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Self
 import optuna
 
 from spaces.params import Choice, Domain, Fixed, Param, Range, Scalar, SpaceError, parse_param
+from trainables.methods import MethodConfig
 
 _DOMAIN = "domain"
 
@@ -82,15 +83,19 @@ def reject_unknown(data: Mapping[str, Any], names: list[str], where: str) -> Non
 class MethodSpace:
     """The options of one registered method, validated (and normalised) at construction.
 
-    Subclasses are frozen dataclasses whose fields are declared with :func:`param`.
+    Subclasses are frozen dataclasses whose fields are declared with :func:`param`;
+    :mod:`spaces.space` makes one for every registered method with options, from the method's
+    own option declarations.
 
     Attributes:
         key: the method name; also the YAML key and error path (``space.<key>.<field>``).
         prefix: prepended to field names to give the flat trial parameter names.
+        config_cls: the method's config class, which turns sampled values into its options.
     """
 
     key: ClassVar[str]
     prefix: ClassVar[str]
+    config_cls: ClassVar[type[MethodConfig]]
 
     def __post_init__(self) -> None:
         normalise(self, f"space.{self.key}")
@@ -124,4 +129,4 @@ class MethodSpace:
     @classmethod
     def options(cls, values: Mapping[str, Scalar]) -> dict[str, Any]:
         """The method's options (its ``MethodConfig`` fields) from values keyed by field name."""
-        return dict(values)
+        return cls.config_cls.from_search(values)

@@ -1,98 +1,79 @@
 """The typed search-space config: which methods to search and the ranges of their options.
 
-A method with options to search has one :class:`~spaces.section.MethodSpace` subclass and one
-field on :class:`SpaceConfig` named after the method; registered methods without one
-(``frozen``, ``full``) sample nothing extra. ``lr``, ``weight_decay`` and ``epochs`` are shared by
-every method and sit at the top level, named like the TrainConfig fields they set.
+Every registered method with options gets a :class:`~spaces.section.MethodSpace` subclass
+(``LoraSpace``, ``AdapterSpace``, ...) made here from the method's own option declarations
+(:func:`trainables.methods.options.option`: domain and default range), and one field of
+:class:`SpaceConfig` named after the method. Registered methods without options (``frozen``,
+``full``) sample nothing extra. ``lr``, ``weight_decay`` and ``epochs`` are shared by every
+method and sit at the top level, named like the TrainConfig fields they set.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import optuna
 import yaml
 
 from spaces import section
-from spaces.params import Choice, Domain, Fixed, Param, Range, Scalar, SpaceError
+from spaces.params import Domain, Fixed, Param, Range, Scalar, SpaceError, parse_param
 from spaces.section import MethodSpace, param
 from trainables.methods import METHODS
-from trainables.methods.lora import LoraConfig
+from trainables.methods.options import search_options
 
 DEFAULT_SPACE_PATH = Path(__file__).with_name("default.yaml")
+# The methods a search compares unless its space file says otherwise (spaces/default.yaml).
+# Other registered methods (``full``, ...) are searched when a space lists them.
+DEFAULT_METHODS: tuple[str, ...] = ("frozen", "lora", "adapter", "prompt")
 
 
-def _literal_values(cls: type, name: str) -> tuple[Scalar, ...]:
-    return typing.get_args(typing.get_type_hints(cls)[name])
-
-
-@dataclasses.dataclass(frozen=True)
-class LoraSpace(MethodSpace):
-    """LoRA: rank, ``alpha = alpha_ratio * rank``, targets, dropout, DoRA."""
-
-    key: ClassVar[str] = "lora"
-    prefix: ClassVar[str] = "lora_"
-
-    rank: Param = param(Range(1, 64, log=True), Domain(int, ge=1))
-    alpha_ratio: Param = param(Choice((0.5, 1.0, 2.0, 4.0)), Domain(float, gt=0))
-    targets: Param = param(
-        Choice(("attention", "ffn", "both")),
-        Domain(str, allowed=_literal_values(LoraConfig, "targets")),
+def _method_space(method: str) -> type[MethodSpace] | None:
+    """The MethodSpace subclass of ``method``, made from its option declarations (None: the
+    method has no options)."""
+    config_cls = METHODS.get(method).config_cls
+    options = search_options(config_cls)
+    if not options:
+        return None
+    name = "".join(part.capitalize() for part in method.split("_")) + "Space"
+    fields = [
+        (o.name, Param, param(parse_param(o.default, f"{config_cls.__name__}.{o.field}"), o.domain))
+        for o in options
+    ]
+    cls = dataclasses.make_dataclass(
+        name,
+        fields,
+        bases=(MethodSpace,),
+        frozen=True,
+        namespace={"key": method, "prefix": f"{method}_", "config_cls": config_cls},
     )
-    dropout: Param = param(Fixed(0.05), Domain(float, ge=0, lt=1))
-    use_dora: Param = param(Fixed(False), Domain(bool))
-
-    @classmethod
-    def options(cls, values: Mapping[str, Scalar]) -> dict[str, Any]:
-        """Turns ``alpha_ratio`` into LoRA's ``alpha`` (the update scale is ``alpha / rank``)."""
-        out = dict(values)
-        out["alpha"] = float(out.pop("alpha_ratio")) * int(out["rank"])
-        return out
+    cls.__module__ = __name__
+    cls.__doc__ = f"Search options of method {method!r} (from {config_cls.__name__})."
+    return cls
 
 
-@dataclasses.dataclass(frozen=True)
-class AdapterSpace(MethodSpace):
-    """Bottleneck adapter: width and branch scale."""
-
-    key: ClassVar[str] = "adapter"
-    prefix: ClassVar[str] = "adapter_"
-
-    width: Param = param(Range(8, 256, log=True), Domain(int, ge=1))
-    scale: Param = param(Fixed(1.0), Domain(float, gt=0))
-
-
-@dataclasses.dataclass(frozen=True)
-class PromptSpace(MethodSpace):
-    """Embedding prompts: number of vectors, shallow or deep."""
-
-    key: ClassVar[str] = "prompt"
-    prefix: ClassVar[str] = "prompt_"
-
-    length: Param = param(Range(1, 32), Domain(int, ge=1))
-    deep: Param = param(Choice((False, True)), Domain(bool))
+# Method name -> its options class (also module attributes, so spaces pickle by name); the
+# default methods first, then the others in registration order.
+METHOD_SPACES: dict[str, type[MethodSpace]] = {
+    m: cls
+    for m in sorted(
+        METHODS.names(),
+        key=lambda m: (
+            m not in DEFAULT_METHODS,
+            DEFAULT_METHODS.index(m) if m in DEFAULT_METHODS else 0,
+        ),
+    )
+    if (cls := _method_space(m)) is not None
+}
+globals().update({cls.__name__: cls for cls in METHOD_SPACES.values()})
 
 
-@dataclasses.dataclass(frozen=True)
-class SpaceConfig:
-    """A conditional search space: first a method, then only that method's options.
+class _Space:
+    """The behaviour of :class:`SpaceConfig`, whose fields are made below (one per method)."""
 
-    Attributes:
-        methods: registered method names to search over.
-        lr, weight_decay, epochs: shared by every method.
-        lora, adapter, prompt: option ranges of each method (used only if it is in ``methods``).
-    """
-
-    methods: tuple[str, ...] = ("frozen", "lora", "adapter", "prompt")
-    lr: Param = param(Range(1e-4, 5e-3, log=True), Domain(float, gt=0))
-    weight_decay: Param = param(Range(1e-4, 1e-1, log=True), Domain(float, ge=0))
-    epochs: Param = param(Fixed(10), Domain(int, ge=1))
-    lora: LoraSpace = dataclasses.field(default_factory=LoraSpace)
-    adapter: AdapterSpace = dataclasses.field(default_factory=AdapterSpace)
-    prompt: PromptSpace = dataclasses.field(default_factory=PromptSpace)
+    methods: tuple[str, ...]
 
     def __post_init__(self) -> None:
         methods = self.methods
@@ -175,9 +156,24 @@ class SpaceConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
 
 
-# Method name -> its options class, read off SpaceConfig's fields (one field per method).
-METHOD_SPACES: dict[str, type[MethodSpace]] = {
-    f.name: f.default_factory  # type: ignore[misc]
-    for f in dataclasses.fields(SpaceConfig)
-    if isinstance(f.default_factory, type) and issubclass(f.default_factory, MethodSpace)
-}
+SpaceConfig = dataclasses.make_dataclass(
+    "SpaceConfig",
+    [
+        ("methods", tuple[str, ...], dataclasses.field(default=DEFAULT_METHODS)),
+        ("lr", Param, param(Range(1e-4, 5e-3, log=True), Domain(float, gt=0))),
+        ("weight_decay", Param, param(Range(1e-4, 1e-1, log=True), Domain(float, ge=0))),
+        ("epochs", Param, param(Fixed(10), Domain(int, ge=1))),
+        *[(m, cls, dataclasses.field(default_factory=cls)) for m, cls in METHOD_SPACES.items()],
+    ],
+    bases=(_Space,),
+    frozen=True,
+)
+SpaceConfig.__module__ = __name__
+SpaceConfig.__doc__ = """A conditional search space: first a method, then only that method's options.
+
+Attributes:
+    methods: registered method names to search over (default: :data:`DEFAULT_METHODS`).
+    lr, weight_decay, epochs: shared by every method.
+    <method>: option ranges of each method with options (``lora``, ``adapter``, ``prompt``, ...;
+        used only if it is in ``methods``).
+"""

@@ -10,13 +10,14 @@ from typing import Any
 
 import optuna
 import pytest
+import yaml
 
 from spaces import (
+    DEFAULT_METHODS,
     DEFAULT_SPACE_PATH,
     METHOD_SPACES,
     Choice,
     Fixed,
-    LoraSpace,
     Range,
     SpaceConfig,
     SpaceError,
@@ -27,8 +28,10 @@ from spaces import (
 )
 from trainables.config import TrainConfig
 from trainables.methods import METHODS, build_method
+from trainables.methods.options import search_options
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+LoraSpace = METHOD_SPACES["lora"]
 
 
 @pytest.fixture
@@ -54,6 +57,34 @@ def _sample(space: SpaceConfig, n: int, sampler: optuna.samplers.BaseSampler) ->
 
 def test_default_yaml_equals_defaults() -> None:
     assert SpaceConfig.from_yaml(DEFAULT_SPACE_PATH) == SpaceConfig()
+
+
+def test_default_yaml_states_what_the_methods_declare() -> None:
+    """default.yaml is the readable default: it lists the default methods, and for each of them
+    every option the method declares, with the range the method's own file gives."""
+    raw = yaml.safe_load(DEFAULT_SPACE_PATH.read_text(encoding="utf-8"))
+    assert tuple(raw["methods"]) == DEFAULT_METHODS == SpaceConfig().methods
+    for method in DEFAULT_METHODS:
+        declared = search_options(METHODS.get(method).config_cls)
+        if not declared:
+            assert method not in raw
+            continue
+        assert list(raw[method]) == [o.name for o in declared]
+        section = METHOD_SPACES[method]
+        assert section.from_dict(raw[method]) == section()
+        for o in declared:  # the space checks values with the method's own domain
+            assert section.domains()[f"{method}_{o.name}"] is o.domain
+
+
+def test_method_config_and_space_share_one_check() -> None:
+    """A value the method refuses is refused by the space too, with the same reason."""
+    with pytest.raises(ValueError, match="lora rank must be >= 1, got 0"):
+        build_method("lora", {"rank": 0})
+    with pytest.raises(SpaceError, match=r"space\.lora\.rank: choice \(0\) must be >= 1"):
+        LoraSpace(rank=Choice((0, 4)))
+    with pytest.raises(ValueError, match="adapter width must be of type int, got 'wide'"):
+        build_method("adapter", {"width": "wide"})
+    assert build_method("adapter", {"width": 8.0}).config.width == 8  # a JSON round trip
 
 
 def test_yaml_round_trip(tmp_path: Path) -> None:

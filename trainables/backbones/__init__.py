@@ -18,7 +18,13 @@ from typing import Any
 import torch
 from transformers import PretrainedConfig, WhisperFeatureExtractor
 
-from trainables.backbones.base import Backbone, BackboneOutput, InputInjector, LoraTargets
+from trainables.backbones.base import (
+    TARGET_GROUPS,
+    Backbone,
+    BackboneOutput,
+    InputInjector,
+    TargetGroup,
+)
 from trainables.backbones.presets import PRESETS
 from trainables.backbones.w2v import HubertBackbone, W2VBackbone, Wav2Vec2Backbone, WavLMBackbone
 from trainables.backbones.whisper import WhisperBackbone
@@ -31,7 +37,8 @@ __all__ = [
     "Backbone",
     "BackboneOutput",
     "InputInjector",
-    "LoraTargets",
+    "TARGET_GROUPS",
+    "TargetGroup",
     "backbone_config",
     "backbone_skeleton",
     "build_preset_model",

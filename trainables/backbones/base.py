@@ -9,14 +9,16 @@ methods, the head and the trainer never branch on the family:
 * ``encode(features, frame_lengths)``: frame features -> all hidden states, each
   ``(batch, frames, hidden)``, with the attention mask applied in every layer.
 * extension points used by methods: ``layers`` (the transformer blocks), ``ffn_slot`` (where a
-  bottleneck adapter goes), ``lora_targets`` (peft module names), and ``input_injector`` (called
-  on the transformer input; prompt tuning prepends tokens there and the backbone strips them again).
+  bottleneck adapter goes), ``target_modules`` (the linear layers of a named target group, for
+  methods that attach to weights, e.g. through peft), and ``input_injector`` (called on the
+  transformer input; prompt tuning prepends tokens there and the backbone strips them again).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,7 +26,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-LoraTargets = Literal["attention", "ffn", "both"]
+# Named groups of the linear layers inside every transformer block, for any method that attaches
+# to weights: the attention projections (q, k, v, out), the feed-forward pair, or both.
+TargetGroup = Literal["attention", "ffn", "both"]
+TARGET_GROUPS: tuple[str, ...] = typing.get_args(TargetGroup)
 
 
 @dataclass
@@ -137,14 +142,20 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     # --- shared ---------------------------------------------------------------------------------
-    def lora_targets(self, which: LoraTargets) -> str:
-        """A peft ``target_modules`` regex naming the linear layers of the transformer blocks."""
-        names = {
+    def target_names(self, group: TargetGroup) -> tuple[str, ...]:
+        """The attribute names of the linear layers of target group ``group`` in a block."""
+        groups = {
             "attention": self.attention_modules,
             "ffn": self.ffn_modules,
             "both": self.attention_modules + self.ffn_modules,
-        }[which]
-        return rf".*layers\.\d+\.(.*\.)?({'|'.join(names)})"
+        }
+        if group not in groups:
+            raise ValueError(f"unknown target group {group!r}; known: {', '.join(TARGET_GROUPS)}")
+        return groups[group]
+
+    def target_modules(self, group: TargetGroup) -> str:
+        """A peft ``target_modules`` regex naming the linear layers of ``group`` in every block."""
+        return rf".*layers\.\d+\.(.*\.)?({'|'.join(self.target_names(group))})"
 
     @property
     def frontend_frozen(self) -> bool:

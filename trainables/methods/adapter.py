@@ -9,6 +9,7 @@ from torch import nn
 
 from trainables.backbones import Backbone
 from trainables.methods.base import METHODS, Method, MethodConfig
+from trainables.methods.options import Domain, option
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,14 +21,8 @@ class AdapterConfig(MethodConfig):
         scale: multiplier s of the adapter branch.
     """
 
-    width: int = 64
-    scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.width < 1:
-            raise ValueError(f"adapter width must be >= 1, got {self.width}")
-        if self.scale <= 0:
-            raise ValueError(f"adapter scale must be > 0, got {self.scale}")
+    width: int = option(64, Domain(int, ge=1), search={"low": 8, "high": 256, "log": True})
+    scale: float = option(1.0, Domain(float, gt=0))
 
 
 class BottleneckAdapter(nn.Module):

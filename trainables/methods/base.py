@@ -18,15 +18,37 @@ from typing import Any, ClassVar
 from torch import nn
 
 from trainables.backbones import Backbone
+from trainables.methods.options import domain_of, option_fields
 from trainables.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
 class MethodConfig:
-    """Options of a method. Subclasses add fields and validate them in ``__post_init__``."""
+    """Options of a method: subclasses declare each field with
+    :func:`~trainables.methods.options.option` (default, allowed values, default search range).
+
+    Every option is checked against its domain when the config is made, and stored as its
+    domain's kind (``8.0`` from a JSON round trip becomes the int 8).
+    """
+
+    method: ClassVar[str] = "method"  # set to the method's name when the method registers
+
+    def __post_init__(self) -> None:
+        for f in option_fields(self):
+            value, why = domain_of(f).judge(getattr(self, f.name))
+            if why is not None:
+                raise ValueError(f"{self.method} {f.name} {why}, got {value!r}")
+            object.__setattr__(self, f.name, value)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_search(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The options (field name -> value) of one sampled point, keyed by the names of
+        :func:`~trainables.methods.options.search_options`. Override when a field is searched
+        under another name (``search_as``)."""
+        return dict(values)
 
 
 class Method(ABC):
@@ -45,6 +67,11 @@ class Method(ABC):
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
     frozen_frontend: ClassVar[bool] = True
     card_usage: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "config_cls" in cls.__dict__ and "name" in cls.__dict__:
+            cls.config_cls.method = cls.name  # names the method in the config's errors
 
     def __init__(self, config: MethodConfig | None = None) -> None:
         self.config = config if config is not None else self.config_cls()
@@ -75,12 +102,10 @@ def build_method(name: str, options: Mapping[str, Any] | None = None) -> Method:
     if unknown:
         allowed = ", ".join(sorted(fields)) or "none"
         raise ValueError(f"method {name!r} has no option(s) {unknown}; allowed: {allowed}")
-    config = cls.config_cls(**options)
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
+    for key, value in options.items():
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"method {name!r}: {f.name}={value} must be a finite number")
-    return cls(config)
+            raise ValueError(f"method {name!r}: {key}={value} must be a finite number")
+    return cls(cls.config_cls(**options))
 
 
 def attach(backbone: Backbone, method: Method) -> list[nn.Parameter]:

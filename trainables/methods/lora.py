@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any
 
 from peft import LoraConfig as PeftLoraConfig
-from peft import PeftModel, get_peft_model
-from torch import nn
 
-from trainables.backbones import Backbone
-from trainables.methods.base import METHODS, Method, MethodConfig
+from trainables.backbones import TARGET_GROUPS, Backbone, TargetGroup
+from trainables.methods.base import METHODS, MethodConfig
+from trainables.methods.hf_peft import PeftMethod
+from trainables.methods.options import Domain, option
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,32 +20,34 @@ class LoraConfig(MethodConfig):
 
     Attributes:
         rank: r, the inner dimension of each low-rank update ``B @ A``.
-        alpha: scaling numerator; the update is multiplied by ``alpha / rank``.
-        dropout: dropout on the LoRA branch input.
+        alpha: scaling numerator; the update is multiplied by ``alpha / rank``. A search samples
+            ``alpha_ratio`` and sets ``alpha = alpha_ratio * rank``.
         targets: which linear layers of every transformer block get LoRA: the attention
             projections (q, k, v, out), the feed-forward pair, or both.
+        dropout: dropout on the LoRA branch input.
         use_dora: weight-decomposed LoRA (DoRA) instead of plain LoRA.
     """
 
-    rank: int = 16
-    alpha: float = 32.0
-    dropout: float = 0.05
-    targets: Literal["attention", "ffn", "both"] = "ffn"
-    use_dora: bool = False
+    rank: int = option(16, Domain(int, ge=1), search={"low": 1, "high": 64, "log": True})
+    alpha: float = option(
+        32.0, Domain(float, gt=0), search={"choices": [0.5, 1.0, 2.0, 4.0]}, search_as="alpha_ratio"
+    )
+    targets: TargetGroup = option(
+        "ffn", Domain(str, allowed=TARGET_GROUPS), search={"choices": list(TARGET_GROUPS)}
+    )
+    dropout: float = option(0.05, Domain(float, ge=0, lt=1))
+    use_dora: bool = option(False, Domain(bool))
 
-    def __post_init__(self) -> None:
-        if self.rank < 1:
-            raise ValueError(f"lora rank must be >= 1, got {self.rank}")
-        if self.alpha <= 0:
-            raise ValueError(f"lora alpha must be > 0, got {self.alpha}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"lora dropout must be in [0, 1), got {self.dropout}")
-        if self.targets not in ("attention", "ffn", "both"):
-            raise ValueError(f"lora targets must be attention, ffn or both, got {self.targets!r}")
+    @classmethod
+    def from_search(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Turns ``alpha_ratio`` into LoRA's ``alpha`` (the update scale is ``alpha / rank``)."""
+        out = dict(values)
+        out["alpha"] = float(out.pop("alpha_ratio")) * int(out["rank"])
+        return out
 
 
 @METHODS.register("lora")
-class Lora(Method):
+class Lora(PeftMethod):
     """Low-rank updates ``W + (alpha / r) B A`` with ``B = 0`` at init (identity at init).
 
     Exported weights are also written as a peft folder (``adapter_config.json`` +
@@ -54,20 +56,10 @@ class Lora(Method):
     """
 
     name = "lora"
+    title = "LoRA"
+    param_marker = "lora_"
     config_cls = LoraConfig
     config: LoraConfig
-    card_usage = """
-The LoRA weights alone, as a peft folder, on the base backbone's Hugging Face model:
-
-```python
-from peft import PeftModel
-model = PeftModel.from_pretrained(base_model, "DIR/peft")
-```
-"""
-
-    def __init__(self, config: LoraConfig | None = None) -> None:
-        super().__init__(config)
-        self.peft_model: PeftModel | None = None
 
     def peft_config(self, backbone: Backbone) -> PeftLoraConfig:
         c = self.config
@@ -75,17 +67,7 @@ model = PeftModel.from_pretrained(base_model, "DIR/peft")
             r=c.rank,
             lora_alpha=c.alpha,
             lora_dropout=c.dropout,
-            target_modules=backbone.lora_targets(c.targets),
+            target_modules=backbone.target_modules(c.targets),
             use_dora=c.use_dora,
             bias="none",
         )
-
-    def apply(self, backbone: Backbone) -> list[nn.Parameter]:
-        # get_peft_model swaps the target Linear layers in place inside backbone.hf_model.
-        self.peft_model = get_peft_model(backbone.hf_model, self.peft_config(backbone))
-        return [p for n, p in backbone.hf_model.named_parameters() if "lora_" in n]
-
-    def save_extra(self, backbone: Backbone, out_dir: Path) -> None:
-        if self.peft_model is None:
-            raise RuntimeError("lora.save_extra called before apply")
-        self.peft_model.save_pretrained(str(out_dir / "peft"))

@@ -10,6 +10,7 @@ from torch import nn
 
 from trainables.backbones import Backbone, InputInjector
 from trainables.methods.base import METHODS, Method, MethodConfig
+from trainables.methods.options import Domain, option
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,12 +23,8 @@ class PromptConfig(MethodConfig):
             own N vectors, replacing the previous layer's outputs at those positions.
     """
 
-    length: int = 8
-    deep: bool = False
-
-    def __post_init__(self) -> None:
-        if self.length < 1:
-            raise ValueError(f"prompt length must be >= 1, got {self.length}")
+    length: int = option(8, Domain(int, ge=1), search={"low": 1, "high": 32})
+    deep: bool = option(False, Domain(bool), search={"choices": [False, True]})
 
 
 class PromptInjector(InputInjector):
