@@ -26,10 +26,12 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
         ("lora", {"targets": "both"}),
         ("adapter", {}),
         ("lora", {"targets": "ffn", "use_dora": True}),
+        ("ia3", {"targets": "both"}),
     ],
 )
 def test_identity_at_init(backbone: str, method: str, options: dict) -> None:
-    """LoRA (B = 0) and adapters (zero up-projection) leave the pre-trained model unchanged."""
+    """LoRA (B = 0), adapters (zero up-projection) and (IA)3 (vectors of ones) leave the
+    pre-trained model unchanged."""
     bb = load_backbone(backbone)
     waves, lengths = _batch()
     with torch.no_grad():
@@ -60,6 +62,10 @@ def _expected_backbone_params(backbone: str, method: str, options: dict) -> int:
         ffn = r * (d + ff) + r * (ff + d)
         per_layer = {"attention": attention, "ffn": ffn, "both": attention + ffn}
         return layers * per_layer[options.get("targets", "ffn")]
+    if method == "ia3":  # attention: one vector per output; feed-forward: one per input
+        ff = 128
+        per_layer = {"attention": 4 * d, "ffn": d + ff, "both": 4 * d + d + ff}
+        return layers * per_layer[options.get("targets", "both")]
     raise AssertionError(method)
 
 
@@ -71,6 +77,8 @@ CASES = [
     ("adapter", {"width": 8}),
     ("prompt", {"length": 3}),
     ("prompt", {"length": 2, "deep": True}),
+    ("ia3", {"targets": "attention"}),
+    ("ia3", {}),
 ]
 
 

@@ -5,7 +5,7 @@ A method is one file: its config (each option declared once with
 modules and its registration. Importing it below is the only edit elsewhere.
 """
 
-from trainables.methods import adapter, baselines, lora, prompt  # noqa: F401  (registration)
+from trainables.methods import adapter, baselines, ia3, lora, prompt  # noqa: F401  (registration)
 from trainables.methods.base import METHODS, Method, MethodConfig, attach, build_method
 from trainables.methods.options import Domain, option
 
