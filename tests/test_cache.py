@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from pathlib import Path
 
@@ -160,8 +161,11 @@ def test_key_changes_with_weights_audio_and_crop(synth_corpus: Path, tmp_path: P
     other_cap = load_frame_set(moved, part.labels, ex, FrameCrop("center", 2.0, 1.0), 0, cache)
     assert other_cap.source.table.folder != first.source.table.folder
     wave, sr = sf.read(moved[0].path)
-    time.sleep(0.01)
-    sf.write(moved[0].path, wave[::-1].copy(), sr)
+    before = os.stat(moved[0].path)
+    sf.write(moved[0].path, wave[::-1].copy(), sr)  # same size: only the content changes
+    # An edit is seen through (size, mtime); set a later mtime so that a coarse file-system
+    # clock (or a fast machine) cannot give the edit the old one.
+    os.utime(moved[0].path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
     changed = load_frame_set(moved, part.labels, ex, TRAIN_CROP, 0, cache)
     assert changed.source.table.folder != first.source.table.folder
 
@@ -206,7 +210,7 @@ def test_concurrent_builders_build_once(tmp_path: Path) -> None:
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
+        p.join()  # no timeout: on a loaded machine a child may take long, never forever
         assert p.exitcode == 0
     assert len(list(marker.iterdir())) == 1  # the others waited on the lock, then read it
     table = FeatureCache(tmp_path / "c").lookup("k" * 64)

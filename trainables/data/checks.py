@@ -3,7 +3,8 @@
 Errors where the run cannot mean anything:
 
 * labels that differ only by case, whitespace or invisible characters (``'sad'`` and
-  ``'SAD '``) would split one class in two (:func:`check_labels`, called by ``partition``);
+  ``'SAD '``) would split one class in two (:func:`trainables.data.labels.label_problem`,
+  checked by ``partition``);
 * a class whose every training file was skipped cannot be learnt (:func:`require_train_classes`).
 
 Warnings (one line each, with counts and at most three examples) where it still means
@@ -17,18 +18,17 @@ something, but less:
 
 from __future__ import annotations
 
-import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 from trainables.data.cache import file_digests
 from trainables.data.dataset import SkippedFile
-from trainables.data.manifest import SPLITS, ManifestError, Partition
+from trainables.data.labels import EXAMPLES, examples
+from trainables.data.manifest import SPLITS, Partition
 
 UNKNOWN_SPEAKERS = frozenset({"", "unknown"})  # ids that name no one (compared casefolded)
-_EXAMPLES = 3
 
 
 class DecodedSplit(Protocol):
@@ -37,49 +37,6 @@ class DecodedSplit(Protocol):
     targets: list[int]
     skipped: list[SkippedFile]
     clipped: list[str]
-
-
-def examples(values: Sequence[object], limit: int = _EXAMPLES) -> str:
-    """``'a', 'b', 'c' and 4 more``: the first ``limit`` values (repr) and a count of the rest."""
-    shown = ", ".join(repr(v) for v in values[:limit])
-    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
-
-
-def label_key(label: str) -> str:
-    """What a label means to a reader: NFKC-normalised, casefolded, without whitespace or
-    invisible format characters (Unicode category Cf: zero-width space, BOM, ...)."""
-    text = unicodedata.normalize("NFKC", label)
-    kept = (ch for ch in text if not ch.isspace() and unicodedata.category(ch) != "Cf")
-    return "".join(kept).casefold()
-
-
-def check_labels(labels: Iterable[str], manifest: Path) -> None:
-    """Rejects labels that only look different, or that look like nothing.
-
-    Args:
-        labels: The label of every row (repeats are fine).
-        manifest: The file they come from (named in the error).
-
-    Raises:
-        ManifestError: If two distinct labels have the same :func:`label_key` (e.g. ``'sad'``
-            and ``'SAD '``, or ``'sad'`` and ``'sad\\u200b'``), or a label is empty or only
-            whitespace / invisible characters.
-    """
-    groups: dict[str, set[str]] = defaultdict(set)
-    for label in set(labels):
-        groups[label_key(label)].add(label)
-    if "" in groups:
-        raise ManifestError(
-            manifest, f"label(s) {examples(sorted(groups['']))} are empty or invisible"
-        )
-    clashes = [sorted(group) for group in groups.values() if len(group) > 1]
-    if clashes:
-        text = "; ".join(examples(group, limit=8) for group in sorted(clashes))
-        raise ManifestError(
-            manifest,
-            f"labels that differ only by case, whitespace or invisible characters would be "
-            f"separate classes: {text}; write each class one way",
-        )
 
 
 def partition_warnings(part: Partition, digest_root: Path) -> list[str]:
@@ -134,8 +91,8 @@ def _shared_audio(sets: dict[str, Sequence], digest_root: Path) -> list[str]:
     if not shared:
         return []
     pairs = [" = ".join(f"{name} {path}" for name, path in s.items()) for s in shared]
-    shown = "; ".join(pairs[:_EXAMPLES]) + (
-        f"; and {len(pairs) - _EXAMPLES} more" if len(pairs) > _EXAMPLES else ""
+    shown = "; ".join(pairs[:EXAMPLES]) + (
+        f"; and {len(pairs) - EXAMPLES} more" if len(pairs) > EXAMPLES else ""
     )
     return [
         f"{len(shared)} audio content(s) appear in more than one split ({shown}): the same "

@@ -110,6 +110,42 @@ def _quantise(wave: np.ndarray) -> tuple[np.ndarray, bool]:
     return np.clip(scaled, -_INT16_SCALE, _INT16_SCALE).astype(np.int16), clipped
 
 
+def _check_clip_arguments(
+    labels: Sequence[str],
+    sample_rate: int,
+    max_seconds: float,
+    crop_mode: str,
+    seed: int,
+    source_seconds: float,
+    eval_max_seconds: float | None,
+) -> None:
+    """Raises ValueError on :class:`ClipSet` arguments it cannot honour (see its ``__init__``)."""
+    if crop_mode not in CROP_MODES:
+        raise ValueError(f"unknown crop mode {crop_mode!r}; expected one of {CROP_MODES}")
+    eval_seconds = 1.0 if eval_max_seconds is None else eval_max_seconds
+    if min(sample_rate, max_seconds, source_seconds, eval_seconds) <= 0:
+        raise ValueError(
+            "need positive sample_rate, max_seconds, source_seconds and eval_max_seconds, "
+            f"got {sample_rate}, {max_seconds}, {source_seconds}, {eval_max_seconds}"
+        )
+    if eval_max_seconds is not None and crop_mode == "random":
+        raise ValueError("evaluation windows (eval_max_seconds) need crop mode center or full")
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"labels must be unique, got {list(labels)}")
+
+
+def _read_samples(
+    crop_mode: str, max_seconds: float, source_seconds: float, sample_rate: int
+) -> int | None:
+    """Samples decoded from the centre of each file for a crop mode; None reads files whole."""
+    if crop_mode == "full":
+        return None
+    seconds = max(source_seconds, max_seconds) if crop_mode == "random" else max_seconds
+    return max(1, round(seconds * sample_rate))
+
+
 class ClipSet(Dataset[Clip]):
     """Utterances decoded into memory once, cropped on access.
 
@@ -168,20 +204,9 @@ class ClipSet(Dataset[Clip]):
             ValueError: On bad arguments, an utterance whose label is not in ``labels``,
                 or when no file could be decoded.
         """
-        if crop_mode not in CROP_MODES:
-            raise ValueError(f"unknown crop mode {crop_mode!r}; expected one of {CROP_MODES}")
-        eval_seconds = 1.0 if eval_max_seconds is None else eval_max_seconds
-        if min(sample_rate, max_seconds, source_seconds, eval_seconds) <= 0:
-            raise ValueError(
-                "need positive sample_rate, max_seconds, source_seconds and eval_max_seconds, "
-                f"got {sample_rate}, {max_seconds}, {source_seconds}, {eval_max_seconds}"
-            )
-        if eval_max_seconds is not None and crop_mode == "random":
-            raise ValueError("evaluation windows (eval_max_seconds) need crop mode center or full")
-        if seed < 0:
-            raise ValueError(f"seed must be non-negative, got {seed}")
-        if len(set(labels)) != len(labels):
-            raise ValueError(f"labels must be unique, got {list(labels)}")
+        _check_clip_arguments(
+            labels, sample_rate, max_seconds, crop_mode, seed, source_seconds, eval_max_seconds
+        )
         self.labels: tuple[str, ...] = tuple(labels)
         self.sample_rate = sample_rate
         self.max_samples = max(1, round(max_seconds * sample_rate))
@@ -196,11 +221,7 @@ class ClipSet(Dataset[Clip]):
         self.clipped: list[str] = []
         self._waves: list[np.ndarray] = []  # int16, (samples,), one per utterance
         self._items: list[tuple[int, int, int]] = []  # (utterance, start, stop) per item
-        read = {
-            "random": max(1, round(max(source_seconds, max_seconds) * sample_rate)),
-            "center": self.max_samples,
-            "full": None,
-        }[crop_mode]
+        read = _read_samples(crop_mode, max_seconds, source_seconds, sample_rate)
         eval_window = None if eval_max_seconds is None else round(eval_max_seconds * sample_rate)
         self._load(utterances, read, None if eval_window is None else max(1, eval_window))
 

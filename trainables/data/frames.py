@@ -15,100 +15,38 @@ crop every epoch, frozen-front-end methods crop in frame space:
   the evaluation windows of :class:`ClipSet`; each window is a separate front-end input (and
   cache item) and :attr:`FrameSet.owners` maps the items to their utterances.
 
-The features come either from the on-disk cache (:mod:`trainables.data.cache`) or are computed on
-every access (:class:`LiveSource`); both go through the same per-clip :class:`FrontendExtractor`
-call on the same int16-quantised waveform, so a float32 cache gives identical tensors.
+The features come either from the on-disk cache (:mod:`trainables.data.cache`; a split's entry
+is described in :mod:`trainables.data.frame_cache`) or are computed on every access
+(:class:`LiveSource`); both go through the same per-clip :class:`FrontendExtractor` call on the
+same int16-quantised waveform, so a float32 cache gives identical tensors
+(:mod:`trainables.data.feature_sources`).
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
-import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
 from trainables.backbones import Backbone
-from trainables.data.cache import FeatureCache, FeatureTable, cache_key, file_digests
+from trainables.data.cache import FeatureCache, FeatureTable, cache_key
 from trainables.data.dataset import ClipSet, SkippedFile, batch_to
+from trainables.data.feature_sources import (
+    FeatureSource,
+    FrontendExtractor,
+    LiveSource,
+    TableSource,
+)
+from trainables.data.frame_cache import entry_meta, entry_rows, key_parts
 from trainables.data.manifest import Utterance
 
 log = logging.getLogger(__name__)
-
-
-class FrontendExtractor:
-    """Runs a backbone's front end on one clip, always in float32 and without autograd.
-
-    Args:
-        backbone: whose :meth:`Backbone.frontend` to run.
-        device: where to run it; results come back on the CPU.
-    """
-
-    def __init__(self, backbone: Backbone, device: str | torch.device = "cpu") -> None:
-        self.backbone = backbone
-        self.device = torch.device(device)
-
-    def __call__(self, wave: torch.Tensor) -> torch.Tensor:
-        """``(samples,)`` waveform -> ``(frames, dim)`` float32 CPU features."""
-        x = wave.reshape(1, -1).to(self.device, torch.float32)
-        lengths = torch.tensor([x.shape[1]], device=self.device)
-        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
-            feats, frames = self.backbone.frontend(x, lengths)  # (1, frames, dim)
-        return feats[0, : int(frames[0])].float().cpu()
-
-    def frames(self, samples: int) -> int:
-        return self.backbone.frontend_frames(samples)
-
-
-class FeatureSource(Protocol):
-    """Per-item frame features, cached or computed."""
-
-    def __len__(self) -> int: ...
-
-    def num_frames(self, index: int) -> int: ...
-
-    def features(self, index: int, start: int = 0, stop: int | None = None) -> torch.Tensor: ...
-
-
-class TableSource:
-    """Features read from a memory-mapped cache entry."""
-
-    def __init__(self, table: FeatureTable) -> None:
-        self.table = table
-        self._frames = table.frames
-
-    def __len__(self) -> int:
-        return len(self._frames)
-
-    def num_frames(self, index: int) -> int:
-        return self._frames[index]
-
-    def features(self, index: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        return self.table.features(index, start, stop)
-
-
-class LiveSource:
-    """Features computed by the front end on every access (no cache)."""
-
-    def __init__(self, clips: ClipSet, extract: FrontendExtractor) -> None:
-        self.clips = clips
-        self.extract = extract
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def num_frames(self, index: int) -> int:
-        return self.extract.frames(self.clips.num_samples(index))
-
-    def features(self, index: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        return self.extract(self.clips[index].wave)[start:stop]
 
 
 @dataclass
@@ -257,21 +195,6 @@ class FrameCrop:
     eval_max_seconds: float | None = None
 
 
-def _decoder_versions() -> dict[str, str]:
-    def version(name: str) -> str:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return "unknown"
-
-    return {
-        "soundfile": version("soundfile"),
-        "libsndfile": str(getattr(sf, "__libsndfile_version__", "")),
-        "soxr": version("soxr"),
-        "quantise": "int16",
-    }
-
-
 def _labelled(utts: Sequence[Utterance], labels: Sequence[str]) -> dict[str, int]:
     index = {label: i for i, label in enumerate(labels)}
     for utt in utts:
@@ -292,6 +215,38 @@ def _seconds(crop: FrameCrop, backbone: Backbone) -> tuple[float, float | None]:
     return source, windows
 
 
+def _window_frames(crop: FrameCrop, extract: FrontendExtractor) -> int | None:
+    """The training window of ``crop`` in frames; None keeps every frame."""
+    if crop.window_seconds is None:
+        return None
+    return extract.frames(max(1, round(crop.window_seconds * extract.backbone.sample_rate)))
+
+
+def _cached_table(
+    cache: FeatureCache,
+    parts: dict[str, object],
+    utts: Sequence[Utterance],
+    decode: Callable[[], ClipSet],
+    extract: FrontendExtractor,
+    cache_dtype: str,
+) -> FeatureTable:
+    """The cache entry of ``parts``; decodes the audio and runs the front end only to build it."""
+    decoded: list[ClipSet] = []
+
+    def items() -> Iterator[torch.Tensor]:  # runs under the cache lock, only if we build
+        decoded.append(decode())
+        for i in range(len(decoded[0])):
+            yield extract(decoded[0][i].wave)
+
+    def meta() -> dict[str, object]:
+        return entry_meta(utts, decoded[0], {k: v for k, v in parts.items() if k != "audio"})
+
+    table = cache.get_or_build(cache_key(parts), items(), meta, cache_dtype)
+    if not decoded:  # nothing was decoded: another trial, node or run built the entry
+        log.info("feature cache hit %s (%d items)", table.folder, len(table))
+    return table
+
+
 def load_frame_set(
     utts: Sequence[Utterance],
     labels: Sequence[str],
@@ -309,19 +264,14 @@ def load_frame_set(
     computed on every access.
     """
     index = _labelled(utts, labels)
-    backbone = extract.backbone
-    source_seconds, eval_seconds = _seconds(crop, backbone)
-    sr = backbone.sample_rate
-    window = (
-        None
-        if crop.window_seconds is None
-        else extract.frames(max(1, round(crop.window_seconds * sr)))
-    )
+    seconds = _seconds(crop, extract.backbone)
+    window = _window_frames(crop, extract)
 
     def decode() -> ClipSet:
         return ClipSet(
-            utts, labels, sr, source_seconds, crop.source, seed=seed, eval_max_seconds=eval_seconds
-        )
+            utts, labels, extract.backbone.sample_rate, seconds[0], crop.source, seed=seed,
+            eval_max_seconds=seconds[1],
+        )  # fmt: skip
 
     if cache is None:
         clips = decode()
@@ -329,53 +279,9 @@ def load_frame_set(
             LiveSource(clips, extract), clips.targets, clips.genders, window, seed,
             clips.skipped, clips.durations, clips.owners, clips.clipped,
         )  # fmt: skip
-    parts = {
-        "frontend": backbone.frontend_digest(),
-        "device": extract.device.type,
-        "dtype": cache_dtype,
-        "crop": {"source": crop.source, "samples": round(source_seconds * sr)},
-        "eval_windows": None if eval_seconds is None else max(1, round(eval_seconds * sr)),
-        "decoder": _decoder_versions(),
-        "audio": file_digests([Path(u.path) for u in utts], cache.root),
-    }
-    decoded: list[ClipSet] = []
-
-    def items() -> Iterator[torch.Tensor]:  # runs under the cache lock, only if we build
-        decoded.append(decode())
-        for i in range(len(decoded[0])):
-            yield extract(decoded[0][i].wave)
-
-    def meta() -> dict[str, object]:
-        return _entry_meta(utts, decoded[0], {k: v for k, v in parts.items() if k != "audio"})
-
-    table = cache.get_or_build(cache_key(parts), items(), meta, cache_dtype)
-    if not decoded:  # nothing was decoded: another trial, node or run built the entry
-        log.info("feature cache hit %s (%d items)", table.folder, len(table))
+    parts = key_parts(utts, extract, crop.source, seconds, cache_dtype, cache.root)
+    table = _cached_table(cache, parts, utts, decode, extract, cache_dtype)
     return _from_table(table, utts, index, window, seed)
-
-
-def _entry_meta(
-    utts: Sequence[Utterance], clips: ClipSet, inputs: dict[str, object]
-) -> dict[str, object]:
-    """``index.json`` fields of a split's entry beyond the features.
-
-    Rows are recorded by position: the key covers the files' contents in order, so the entry
-    serves any copy of the corpus, wherever its files live.
-    """
-    reasons = {s.path: s.reason for s in clips.skipped}
-    clipped = set(clips.clipped)
-    return {
-        "kept": [i for i, u in enumerate(utts) if str(u.path) not in reasons],
-        "owners": clips.owners,  # item -> position in "kept"
-        "durations": clips.durations,
-        "skipped": [
-            {"index": i, "reason": reasons[str(u.path)]}
-            for i, u in enumerate(utts)
-            if str(u.path) in reasons
-        ],
-        "clipped": [i for i, u in enumerate(utts) if str(u.path) in clipped],
-        "inputs": inputs,
-    }
 
 
 def _from_table(
@@ -386,19 +292,10 @@ def _from_table(
     seed: int,
 ) -> FrameSet:
     """The :class:`FrameSet` of a cache entry, its rows mapped back onto ``utts``."""
-    meta = table.meta
-    kept = [utts[i] for i in meta["kept"]]
-    skipped = [
-        SkippedFile(str(utts[s["index"]].path), s["reason"], utts[s["index"]].label)
-        for s in meta["skipped"]
-    ]
-    owners = list(meta["owners"])
-    if len(owners) != len(table) or len(kept) + len(skipped) != len(utts):
-        raise RuntimeError(f"feature cache {table.folder} does not match the manifest rows")
-    if skipped:
-        log.warning("skipped %d of %d file(s)", len(skipped), len(utts))
+    rows = entry_rows(table, utts)
+    if rows.skipped:
+        log.warning("skipped %d of %d file(s)", len(rows.skipped), len(utts))
     return FrameSet(
-        TableSource(table), [index[u.label] for u in kept], [u.gender for u in kept], window,
-        seed, skipped, list(meta["durations"]), owners,
-        [str(utts[i].path) for i in meta["clipped"]],
+        TableSource(table), [index[u.label] for u in rows.kept], [u.gender for u in rows.kept],
+        window, seed, rows.skipped, rows.durations, rows.owners, rows.clipped,
     )  # fmt: skip

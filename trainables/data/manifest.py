@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from trainables.data.labels import examples, label_problem
+
 logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("path", "label", "speaker", "gender")
@@ -89,12 +91,6 @@ class Partition:
         return len(self.labels)
 
 
-def _describe(values: Sequence[object], limit: int = 8) -> str:
-    """Formats distinct values as ``'a', 'b'`` (truncated) for error messages."""
-    shown = ", ".join(repr(v) for v in values[:limit])
-    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
-
-
 def _check_strings(table: pa.Table, manifest: Path) -> pa.Table:
     """Rejects nulls in path/label/speaker and casts label/speaker ids to strings.
 
@@ -123,7 +119,7 @@ def _check_values(table: pa.Table, name: str, allowed: Sequence[str], manifest: 
         distinct = sorted({str(v) for v in bad})
         raise ManifestError(
             manifest,
-            f"{len(bad)} row(s) have an invalid {name} ({_describe(distinct)}); "
+            f"{len(bad)} row(s) have an invalid {name} ({examples(distinct, limit=8)}); "
             f"allowed: {', '.join(allowed)}",
         )
 
@@ -287,6 +283,46 @@ def _fold_sets(
     return train, dev, test, dev_fold
 
 
+def _split_sets(
+    table: pa.Table, utts: list[Utterance], manifest: Path, fold: int | None, dev_fold: int | None
+) -> tuple[list[Utterance], list[Utterance], list[Utterance], int | None]:
+    """Train, dev and test by the ``split`` column (``fold`` None) or leave-one-fold-out, and
+    the dev fold used (None for a split-based partition)."""
+    if fold is None:
+        if dev_fold is not None:
+            raise ManifestError(manifest, "dev_fold needs fold")
+        if "split" not in table.column_names:
+            folds = sorted(set(table.column("fold").to_pylist()))
+            raise ManifestError(
+                manifest, f"has folds ({examples(folds, limit=8)}) but no split column; pass fold=K"
+            )
+        sets = {s: [u for u in utts if u.extra["split"] == s] for s in SPLITS}
+        return sets["train"], sets["dev"], sets["test"], None
+    if "fold" not in table.column_names:
+        raise ManifestError(manifest, f"has no fold column; cannot use fold={fold} (use its split)")
+    return _fold_sets(utts, manifest, int(fold), dev_fold)
+
+
+def _train_labels(
+    manifest: Path, train: list[Utterance], dev: list[Utterance], test: list[Utterance]
+) -> tuple[str, ...]:
+    """The sorted training labels, once every set is non-empty, train has at least two classes
+    and dev and test hold no class that train lacks."""
+    for name, items in (("train", train), ("dev", dev), ("test", test)):
+        if not items:
+            raise ManifestError(manifest, f"the {name} set is empty")
+    labels = tuple(sorted({u.label for u in train}))
+    if len(labels) < 2:
+        raise ManifestError(manifest, f"train set has {len(labels)} class(es); need at least 2")
+    for name, items in (("dev", dev), ("test", test)):
+        unseen = sorted({u.label for u in items} - set(labels))
+        if unseen:
+            raise ManifestError(
+                manifest, f"class(es) {examples(unseen, limit=8)} appear in {name} but not in train"
+            )
+    return labels
+
+
 def partition(path: Path, fold: int | None = None, dev_fold: int | None = None) -> Partition:
     """Reads a manifest and splits it into train, dev and test.
 
@@ -310,41 +346,15 @@ def partition(path: Path, fold: int | None = None, dev_fold: int | None = None) 
     path = Path(path)
     table = read_manifest(path)
     utts = _utterances(table, path.resolve().parent, path)
-    # Imported here: checks builds on this module (ManifestError, Partition).
-    from trainables.data.checks import check_labels
-
-    check_labels([u.label for u in utts], path)
-    if fold is None:
-        if dev_fold is not None:
-            raise ManifestError(path, "dev_fold needs fold")
-        if "split" not in table.column_names:
-            folds = sorted(set(table.column("fold").to_pylist()))
-            raise ManifestError(
-                path, f"has folds ({_describe(folds)}) but no split column; pass fold=K"
-            )
-        sets = {s: [u for u in utts if u.extra["split"] == s] for s in SPLITS}
-        train, dev, test = sets["train"], sets["dev"], sets["test"]
-    else:
-        if "fold" not in table.column_names:
-            raise ManifestError(path, f"has no fold column; cannot use fold={fold} (use its split)")
-        train, dev, test, dev_fold = _fold_sets(utts, path, int(fold), dev_fold)
-    for name, items in (("train", train), ("dev", dev), ("test", test)):
-        if not items:
-            raise ManifestError(path, f"the {name} set is empty")
-    labels = tuple(sorted({u.label for u in train}))
-    if len(labels) < 2:
-        raise ManifestError(path, f"train set has {len(labels)} class(es); need at least 2")
-    for name, items in (("dev", dev), ("test", test)):
-        unseen = sorted({u.label for u in items} - set(labels))
-        if unseen:
-            raise ManifestError(
-                path, f"class(es) {_describe(unseen)} appear in {name} but not in train"
-            )
+    problem = label_problem(u.label for u in utts)
+    if problem is not None:
+        raise ManifestError(path, problem)
+    train, dev, test, dev_fold = _split_sets(table, utts, path, fold, dev_fold)
     return Partition(
         train=tuple(train),
         dev=tuple(dev),
         test=tuple(test),
-        labels=labels,
+        labels=_train_labels(path, train, dev, test),
         manifest=path.resolve(),
         test_fold=None if fold is None else int(fold),
         dev_fold=dev_fold,

@@ -279,6 +279,58 @@ def _split(fold: int, n_folds: int, take: int) -> str:
     return "dev" if fold == n_folds - 2 else "train"
 
 
+def _check_arguments(speakers: int, per_class: int, seed: int, sample_rate: int) -> None:
+    """Raises ValueError on arguments :func:`synthesize` cannot honour."""
+    if speakers < 4 or speakers % 2:
+        raise ValueError(f"speakers must be even and at least 4, got {speakers}")
+    min_takes = 2 if speakers == 4 else 1
+    if per_class < min_takes:
+        raise ValueError(
+            f"per_class must be at least {min_takes} with {speakers} speakers, got {per_class}"
+        )
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")
+    if sample_rate < 8000:
+        raise ValueError(f"sample_rate must be at least 8000 Hz, got {sample_rate}")
+
+
+def _write_take(
+    out_dir: Path, speaker: SpeakerProfile, emotion: str, take: int, wave: np.ndarray, sr: int
+) -> tuple[str, int]:
+    """Writes one utterance as 16-bit PCM; returns its path relative to ``out_dir`` and its
+    sample count."""
+    pcm = np.round(wave * 32767.0).astype(np.int16)
+    rel = f"wav/{speaker.name}_{emotion}_{take:03d}.wav"
+    sf.write(out_dir / rel, pcm, sr, subtype="PCM_16", format="WAV")
+    return rel, pcm.shape[0]
+
+
+def _speaker_rows(
+    out_dir: Path, seed: int, index: int, speakers: int, per_class: int, sr: int
+) -> list[dict[str, object]]:
+    """Synthesises and writes every take of speaker ``index``; returns its manifest rows."""
+    speaker = _speaker(seed, index)
+    fold = index // 2
+    rows: list[dict[str, object]] = []
+    for e, emotion in enumerate(EMOTIONS):
+        for take in range(per_class):
+            rng = np.random.default_rng((seed, 1, index, e, take))
+            wave = _utterance(speaker, emotion, sr, rng)
+            rel, samples = _write_take(out_dir, speaker, emotion, take, wave, sr)
+            rows.append(
+                {
+                    "path": rel,
+                    "label": emotion,
+                    "speaker": speaker.name,
+                    "gender": speaker.gender,
+                    "split": _split(fold, speakers // 2, take),
+                    "fold": fold,
+                    "duration": samples / sr,
+                }
+            )
+    return rows
+
+
 def synthesize(
     out_dir: Path,
     speakers: int = 8,
@@ -307,40 +359,12 @@ def synthesize(
     Raises:
         ValueError: On invalid arguments.
     """
-    if speakers < 4 or speakers % 2:
-        raise ValueError(f"speakers must be even and at least 4, got {speakers}")
-    min_takes = 2 if speakers == 4 else 1
-    if per_class < min_takes:
-        raise ValueError(
-            f"per_class must be at least {min_takes} with {speakers} speakers, got {per_class}"
-        )
-    if seed < 0:
-        raise ValueError(f"seed must be non-negative, got {seed}")
-    if sample_rate < 8000:
-        raise ValueError(f"sample_rate must be at least 8000 Hz, got {sample_rate}")
+    _check_arguments(speakers, per_class, seed, sample_rate)
     out_dir = Path(out_dir)
     (out_dir / "wav").mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, object]] = []
     for s in range(speakers):
-        speaker = _speaker(seed, s)
-        for e, emotion in enumerate(EMOTIONS):
-            for take in range(per_class):
-                rng = np.random.default_rng((seed, 1, s, e, take))
-                wave = _utterance(speaker, emotion, sample_rate, rng)
-                pcm = np.round(wave * 32767.0).astype(np.int16)
-                rel = f"wav/{speaker.name}_{emotion}_{take:03d}.wav"
-                sf.write(out_dir / rel, pcm, sample_rate, subtype="PCM_16", format="WAV")
-                rows.append(
-                    {
-                        "path": rel,
-                        "label": emotion,
-                        "speaker": speaker.name,
-                        "gender": speaker.gender,
-                        "split": _split(s // 2, speakers // 2, take),
-                        "fold": s // 2,
-                        "duration": pcm.shape[0] / sample_rate,
-                    }
-                )
+        rows += _speaker_rows(out_dir, seed, s, speakers, per_class, sample_rate)
     manifest = write_manifest(rows, out_dir / "manifest.parquet")
     logger.info("synthesised %d utterances under %s", len(rows), out_dir)
     return manifest
