@@ -30,7 +30,7 @@ log = logging.getLogger("bench")
 
 
 def run_variant(manifest: Path, root: Path, reuse: bool, trials: int, epochs: int) -> dict:
-    from search.commands import demo_settings
+    from search.cli.demo import demo_settings
     from search.tune import run_search
 
     name = "reuse" if reuse else "fresh"

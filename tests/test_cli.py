@@ -63,7 +63,7 @@ def test_synth_then_train(tmp_path: Path, capsys) -> None:
 
 
 def test_speed_flags_reach_the_train_config(synth_corpus: Path, tmp_path: Path) -> None:
-    from search.cli import train_config_from_args
+    from search.cli.run import train_config_from_args
 
     parse = build_parser().parse_args
     common = ["train", "--manifest", str(synth_corpus), "--out", str(tmp_path)]
@@ -161,7 +161,7 @@ def test_non_finite_or_huge_values_are_one_line_errors(
 def test_unexpected_errors_are_one_line_and_verbose_shows_the_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    import search.cli as cli
+    import search.cli.run as cli
 
     def boom(args) -> int:
         raise TypeError("an internal bug\nspread over lines")
@@ -185,3 +185,114 @@ def test_every_flag_has_a_help_text_with_its_default() -> None:
             assert action.help, f"emotune {name} {action.option_strings or action.dest}: no help"
             if action.option_strings and not action.required:
                 assert "default" in action.help, f"emotune {name} {action.option_strings}"
+
+
+def test_importing_the_cli_loads_no_heavy_library() -> None:
+    """`emotune --help` stays fast: torch, Ray and MLflow are imported inside the handlers."""
+    import subprocess
+    import sys
+
+    code = "import sys, search.cli; print(sorted({'torch', 'ray', 'mlflow'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_an_interrupted_search_exits_130(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import search.cli.run as run
+    from search.settings import SearchInterrupted
+
+    def stop(args) -> int:
+        raise SearchInterrupted("search stopped; continue it with --resume")
+
+    monkeypatch.setattr(run, "cmd_synth", stop)
+    assert main(["synth", "--out", "x"]) == 130
+    err = capsys.readouterr().err
+    assert "continue it with --resume" in err and "error:" not in err
+
+
+def test_objective_flags_come_from_the_objectives_table() -> None:
+    from trainables.objectives import OBJECTIVES, PARAMS
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    search = {a.dest: a for a in commands["search"]._actions}
+    export = {a.dest: a for a in commands["export"]._actions}
+    assert set(export["objective"].choices) == {"uar", "wa", "macro_f1", "fairness"}
+    assert set(export["objective"].choices) == {
+        n for n, o in OBJECTIVES.items() if o.key != PARAMS
+    }
+    for name, objective in OBJECTIVES.items():
+        assert f"{name} ({objective.label}, {objective.sense})" in search["objectives"].help
+        if name in export["objective"].choices:
+            assert f"{name} ({objective.label}" in export["objective"].help
+
+
+def _prepare_flags() -> dict[str, argparse.Action]:
+    prepare = build_parser()._subparsers._group_actions[0].choices["prepare"]
+    return {a.option_strings[0]: a for a in prepare._actions if a.option_strings}
+
+
+def test_every_corpus_option_has_a_prepare_flag() -> None:
+    from trainables.corpora import CORPORA
+
+    flags = _prepare_flags()
+    for name in CORPORA:
+        corpus = CORPORA.get(name)
+        for option in corpus.options:
+            flag = flags[f"--{option.name.replace('_', '-')}"]
+            assert corpus.title in flag.help and option.help in flag.help
+    assert flags["--folds"].help == (
+        "CREMA-D / RAVDESS: number of speaker-independent actor folds "
+        "(default: CREMA-D 5, RAVDESS 6)"
+    )
+    assert flags["--labels"].choices == ("filename", "voice")
+    assert flags["--song"].help == "RAVDESS: include the song recordings (default: off)"
+
+
+def test_prepare_passes_only_the_options_given() -> None:
+    from search.cli.data import corpus_options
+    from trainables.corpora import CORPORA
+
+    parse = build_parser().parse_args
+    common = ["--root", "r", "--out", "m.parquet"]
+    args = parse(["prepare", "crema-d", *common, "--labels", "voice"])
+    assert corpus_options(args, CORPORA.get("crema-d")) == {"labels": "voice"}
+    args = parse(["prepare", "ravdess", *common, "--song", "--folds", "4"])
+    assert corpus_options(args, CORPORA.get("ravdess")) == {"song": True, "folds": 4}
+    assert corpus_options(parse(["prepare", "iemocap", *common]), CORPORA.get("iemocap")) == {}
+
+
+@pytest.mark.parametrize(
+    "corpus, flags, message",
+    [
+        ("crema-d", ["--song"], "--song is not an option of crema-d; its options: --labels, "
+         "--folds"),
+        ("iemocap", ["--folds", "4"], "--folds is not an option of iemocap; its options: none"),
+        ("ravdess", ["--labels", "voice"], "--labels is not an option of ravdess"),
+    ],
+)
+def test_an_option_of_another_corpus_is_an_error(
+    corpus: str, flags: list[str], message: str, tmp_path: Path, capsys
+) -> None:
+    code = main(["prepare", corpus, "--root", str(tmp_path), "--out", str(tmp_path / "m.parquet"),
+                 *flags])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "m.parquet").exists()
+
+
+def test_a_new_corpus_brings_its_own_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A corpus registered with its options gets its flags without a change to the CLI."""
+    from search.cli.data import corpus_options
+    from trainables.corpora import CORPORA, Corpus, CorpusOption
+
+    def prepare(root: Path, classes: str = "4", min_rating: int = 3, pitch: bool = False):
+        raise NotImplementedError
+
+    toy = Corpus("toy", "TOY", prepare, (CorpusOption("min_rating", 3, "lowest rating kept"),
+                                         CorpusOption("pitch", False, "keep pitched clips")))
+    monkeypatch.setitem(CORPORA._items, "toy", toy)
+    flags = _prepare_flags()
+    assert flags["--min-rating"].help == "TOY: lowest rating kept (default: 3)"
+    assert flags["--pitch"].help == "TOY: keep pitched clips (default: off)"
+    args = build_parser().parse_args(["prepare", "toy", "--root", "r", "--out", "m.parquet",
+                                      "--min-rating", "4"])
+    assert corpus_options(args, toy) == {"min_rating": 4}

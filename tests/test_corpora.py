@@ -278,3 +278,22 @@ def test_actor_folds_are_deterministic_and_balanced() -> None:
         assert counts.max() - counts.min() <= 1
     with pytest.raises(ValueError, match="between 3"):
         actor_folds(genders, 2)
+
+
+def test_declared_options_must_match_the_importer() -> None:
+    """A corpus's CLI options are its importer's arguments, defaults included (checked when
+    it is registered), so ``emotune prepare`` cannot offer a flag the importer lacks."""
+    from trainables.corpora import Corpus, CorpusOption
+
+    def prepare(root: Path, classes: str = "4", folds: int = 5) -> None:
+        raise NotImplementedError
+
+    folds = CorpusOption("folds", 5, "number of folds")
+    assert Corpus("toy", "TOY", prepare, (folds,)).options == (folds,)
+    for options in [(), (CorpusOption("folds", 4, "number of folds"),),
+                    (folds, CorpusOption("song", False, "songs too"))]:
+        with pytest.raises(ValueError, match="toy: declared options"):
+            Corpus("toy", "TOY", prepare, options)
+    for name in CORPORA:
+        corpus = CORPORA.get(name)
+        assert corpus.name == name and corpus.title

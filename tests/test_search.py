@@ -204,7 +204,7 @@ def test_resume_after_interrupt_leaves_no_duplicates(synth_corpus: Path, tmp_pat
 
 def test_cli_flags_reach_the_settings(synth_corpus: Path) -> None:
     from search.cli import build_parser
-    from search.commands import settings_from_args
+    from search.cli.searching import settings_from_args
 
     args = build_parser().parse_args([
         "search", "--manifest", str(synth_corpus), "--grace-period", "3", "--max-failures",

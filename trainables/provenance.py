@@ -22,7 +22,7 @@ DISTRIBUTION = "emotune"
 # Each package and a few of the modules it must hold: a folder that merely shares the name
 # (an empty ``spaces/`` of YAMLs, an old copy of one package) fails on these.
 PACKAGES: dict[str, tuple[str, ...]] = {
-    "search": ("cli.py", "commands.py", "tune.py", "records.py"),
+    "search": ("settings.py", "tune.py", "records.py", "storage.py"),
     "spaces": ("space.py", "sampling.py", "params.py", "section.py"),
     "trainables": ("ray_entry.py", "train.py", "config.py", "provenance.py"),
 }

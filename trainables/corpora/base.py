@@ -1,14 +1,17 @@
 """Shared pieces of the corpus importers: the registry, result types and small helpers.
 
 An importer is a function ``prepare(root, classes="4", **options) -> PreparedCorpus`` registered
-in :data:`CORPORA` under the corpus name. It reads the distributor's own files under ``root``,
-returns one row per usable utterance (``path`` as an absolute :class:`~pathlib.Path` under
-``root``) and one :class:`Skip` per entry it could not use, so nothing is dropped silently.
-Writing and summarising are generic (:mod:`trainables.corpora.output`).
+with :func:`register_corpus` under the corpus name, together with a :class:`CorpusOption` for
+each of its ``options`` (``emotune prepare`` makes its flags from them). It reads the
+distributor's own files under ``root``, returns one row per usable utterance (``path`` as an
+absolute :class:`~pathlib.Path` under ``root``) and one :class:`Skip` per entry it could not use,
+so nothing is dropped silently. Writing and summarising are generic
+(:mod:`trainables.corpora.output`).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
@@ -71,7 +74,92 @@ class PreparedCorpus:
 
 
 Importer = Callable[..., PreparedCorpus]
-CORPORA: Registry[Importer] = Registry("corpus")
+
+
+@dataclass(frozen=True)
+class CorpusOption:
+    """One option an importer takes besides ``root`` and ``classes``, as plain data.
+
+    ``emotune prepare`` turns it into the flag ``--<name>`` (``_`` written ``-``); the
+    declaration carries no CLI code.
+
+    Attributes:
+        name: The importer's keyword argument.
+        default: Its default, the same as in the importer's signature; its type is the option's
+            type (a ``bool`` option is a switch).
+        help: What the option does, for the CLI help (which adds the default).
+        choices: The only values allowed, if the option has a fixed set.
+    """
+
+    name: str
+    default: str | int | bool
+    help: str
+    choices: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A registered corpus: its importer and the options the importer takes.
+
+    Attributes:
+        name: Registry name (``crema-d``).
+        title: How help texts name the corpus (``CREMA-D``).
+        prepare: The importer.
+        options: The importer's keyword arguments besides ``root`` and ``classes``.
+
+    Raises:
+        ValueError: If ``options`` are not exactly the importer's other arguments, with the
+            same defaults (checked when the corpus is registered).
+    """
+
+    name: str
+    title: str
+    prepare: Importer
+    options: tuple[CorpusOption, ...] = ()
+
+    def __post_init__(self) -> None:
+        parameters = inspect.signature(self.prepare).parameters
+        taken = {n: p.default for n, p in parameters.items() if n not in ("root", "classes")}
+        declared = {o.name: o.default for o in self.options}
+        if declared != taken:
+            raise ValueError(
+                f"{self.name}: declared options {declared} differ from the importer's "
+                f"arguments {taken}"
+            )
+
+    def check_options(self, options: Mapping[str, object]) -> None:
+        """Raises a ValueError naming the accepted options when ``options`` has another."""
+        accepted = [o.name for o in self.options]
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise ValueError(
+                f"{self.name} does not take option(s) {', '.join(unknown)}; "
+                f"it takes: {', '.join(accepted) or 'none'}"
+            )
+
+
+CORPORA: Registry[Corpus] = Registry("corpus")
+
+
+def register_corpus(
+    name: str, title: str, *options: CorpusOption
+) -> Callable[[Importer], Importer]:
+    """Decorator that registers an importer in :data:`CORPORA` with the options it takes.
+
+    Args:
+        name: Registry name, what users type (``emotune prepare crema-d``).
+        title: How help texts name the corpus.
+        *options: One declaration per keyword argument besides ``root`` and ``classes``.
+
+    Returns:
+        The decorator; it returns the importer unchanged.
+    """
+
+    def add(prepare: Importer) -> Importer:
+        CORPORA.register(name)(Corpus(name, title, prepare, options))
+        return prepare
+
+    return add
 
 
 @dataclass(frozen=True)

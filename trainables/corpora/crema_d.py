@@ -21,19 +21,22 @@ import re
 from pathlib import Path
 
 from trainables.corpora.base import (
-    CORPORA,
     AudioFiles,
     ClassSet,
+    CorpusOption,
     PreparedCorpus,
     Skip,
     actor_folds,
     first_existing,
     missing_layout,
     parse_gender,
+    register_corpus,
     select_classes,
 )
 
 logger = logging.getLogger(__name__)
+
+LABEL_SOURCES: tuple[str, ...] = ("filename", "voice")  # the values of the ``labels`` option
 
 SUMMARY_TABLES: tuple[str, ...] = (
     "processedResults/summaryTable.csv",
@@ -153,7 +156,13 @@ def _rows(
     return actors
 
 
-@CORPORA.register("crema-d")
+@register_corpus(
+    "crema-d",
+    "CREMA-D",
+    CorpusOption("labels", "filename", "labels from file names or voice-only votes",
+                 choices=LABEL_SOURCES),
+    CorpusOption("folds", 5, "number of speaker-independent actor folds"),
+)
 def prepare(
     root: Path, classes: str = "4", labels: str = "filename", folds: int = 5
 ) -> PreparedCorpus:
@@ -173,7 +182,7 @@ def prepare(
         ValueError: For an unknown ``labels`` value or a bad table.
     """
     root = Path(root)
-    if labels not in ("filename", "voice"):
+    if labels not in LABEL_SOURCES:
         raise ValueError(f"crema-d: labels must be 'filename' or 'voice', not {labels!r}")
     source = VOICE_LABELS if labels == "voice" else NAME_LABELS
     class_set = select_classes(classes, source, source)

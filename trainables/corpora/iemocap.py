@@ -20,13 +20,13 @@ import re
 from pathlib import Path
 
 from trainables.corpora.base import (
-    CORPORA,
     AudioFiles,
     ClassSet,
     PreparedCorpus,
     Row,
     Skip,
     missing_layout,
+    register_corpus,
     relative_item,
     select_classes,
 )
@@ -135,7 +135,7 @@ def _label_files(root: Path, session: int) -> list[Path]:
     return files
 
 
-@CORPORA.register("iemocap")
+@register_corpus("iemocap", "IEMOCAP")
 def prepare(root: Path, classes: str = "4") -> PreparedCorpus:
     """Imports IEMOCAP: 4 classes (hap + exc merged into happy) or all 9 labelled emotions.
 

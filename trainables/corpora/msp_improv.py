@@ -22,7 +22,6 @@ import re
 from pathlib import Path
 
 from trainables.corpora.base import (
-    CORPORA,
     AudioFiles,
     ClassSet,
     PreparedCorpus,
@@ -30,6 +29,7 @@ from trainables.corpora.base import (
     Skip,
     first_existing,
     missing_layout,
+    register_corpus,
     relative_item,
     select_classes,
 )
@@ -96,7 +96,7 @@ def _convert(line: str, where: str, root: Path, classes: ClassSet, audio: AudioF
     return _row(header, ident, wav, label)
 
 
-@CORPORA.register("msp-improv")
+@register_corpus("msp-improv", "MSP-Improv")
 def prepare(root: Path, classes: str = "4") -> PreparedCorpus:
     """Imports MSP-Improv: angry, happy, sad, neutral (``"4"`` and ``"all"`` are the same set).
 

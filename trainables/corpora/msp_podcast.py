@@ -21,7 +21,6 @@ import math
 from pathlib import Path
 
 from trainables.corpora.base import (
-    CORPORA,
     AudioFiles,
     ClassSet,
     PreparedCorpus,
@@ -30,6 +29,7 @@ from trainables.corpora.base import (
     first_existing,
     missing_layout,
     parse_gender,
+    register_corpus,
     select_classes,
 )
 
@@ -134,7 +134,7 @@ def _unlabelled(audio: AudioFiles, audio_dir: Path, named: set[str]) -> list[Ski
     ]
 
 
-@CORPORA.register("msp-podcast")
+@register_corpus("msp-podcast", "MSP-Podcast")
 def prepare(root: Path, classes: str = "4") -> PreparedCorpus:
     """Imports MSP-Podcast: 4 classes (N/A/S/H) or all 8; O and X are always dropped.
 

@@ -12,7 +12,6 @@ Both forms are what :func:`trainables.data.manifest.partition` resolves.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from collections import Counter, defaultdict
@@ -154,18 +153,6 @@ def summary(prepared: PreparedCorpus, out: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-def _check_options(name: str, importer: object, options: dict[str, object]) -> None:
-    """Raises a ValueError naming the accepted options when ``options`` does not fit."""
-    signature = inspect.signature(importer)  # type: ignore[arg-type]
-    accepted = [p for p in signature.parameters if p not in ("root", "classes")]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ValueError(
-            f"{name} does not take option(s) {', '.join(unknown)}; "
-            f"it takes: {', '.join(accepted) or 'none'}"
-        )
-
-
 def prepare_corpus(
     name: str, root: Path, out: Path, classes: str = "4", **options: object
 ) -> tuple[Path, str]:
@@ -186,12 +173,12 @@ def prepare_corpus(
         FileNotFoundError: If ``root`` lacks the corpus layout or its label files.
         ValueError: For a bad option or class set, malformed label tables, or no usable rows.
     """
-    importer = CORPORA.get(name)
-    _check_options(name, importer, options)
+    corpus = CORPORA.get(name)
+    corpus.check_options(options)
     root = Path(os.path.abspath(Path(root).expanduser()))
     if not root.is_dir():
         raise FileNotFoundError(f"{name}: root {root} is not an existing folder")
-    prepared = importer(root, classes, **options)
+    prepared = corpus.prepare(root, classes, **options)
     path = write(prepared, Path(out).expanduser())
     text = summary(prepared, out=path)
     logger.debug("%s", text)

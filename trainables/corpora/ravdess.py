@@ -18,14 +18,15 @@ import re
 from pathlib import Path
 
 from trainables.corpora.base import (
-    CORPORA,
     AudioFiles,
     ClassSet,
+    CorpusOption,
     PreparedCorpus,
     Row,
     Skip,
     actor_folds,
     missing_layout,
+    register_corpus,
     relative_item,
     select_classes,
 )
@@ -116,7 +117,12 @@ def _scan(root: Path, classes: ClassSet, song: bool, prepared: PreparedCorpus) -
                 prepared.rows.append(result)
 
 
-@CORPORA.register("ravdess")
+@register_corpus(
+    "ravdess",
+    "RAVDESS",
+    CorpusOption("folds", 6, "number of speaker-independent actor folds"),
+    CorpusOption("song", False, "include the song recordings"),
+)
 def prepare(root: Path, classes: str = "4", folds: int = 6, song: bool = False) -> PreparedCorpus:
     """Imports RAVDESS with speaker-independent actor folds.
 

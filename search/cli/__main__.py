@@ -1,0 +1,7 @@
+"""``python -m search.cli``: the ``emotune`` command."""
+
+import sys
+
+from search.cli.app import main
+
+sys.exit(main())
