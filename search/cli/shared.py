@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
-import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -50,24 +49,25 @@ def field_docs(cls: type) -> dict[str, str]:
 def method_flags(method: str, config_cls: type) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(flag, add_argument keywords)`` of each option of one method: ``--<method>-<option>``.
 
-    Read from the config dataclass: its fields, their type hints (``bool``: a switch,
-    ``Literal``: choices) and the docstring's ``Attributes:`` (the help). The flag's default is
-    None, so :func:`method_options` passes only the options given.
+    Read from the method's own option declarations: each field's domain (``bool``: a switch;
+    allowed values: choices; else the type) and the docstring's ``Attributes:`` (the help). The
+    flag's default is None, so :func:`method_options` passes only the options given.
     """
-    hints = typing.get_type_hints(config_cls)
+    from trainables.methods.options import domain_of, option_fields
+
     docs = field_docs(config_cls)
-    for f in dataclasses.fields(config_cls):
-        kind = hints[f.name]
+    for f in option_fields(config_cls):
+        domain = domain_of(f)
         doc = docs.get(f.name, f.name.replace("_", " ")).replace("``", "").rstrip(".")
         spec: dict[str, Any] = dict(
             dest=f"opt__{method}__{f.name}", default=None, help=f"{doc} (default: {f.default})"
         )
-        if kind is bool:
+        if domain.kind is bool:
             spec["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(kind) is typing.Literal:
-            spec["choices"] = typing.get_args(kind)
+        elif domain.allowed is not None:
+            spec["choices"] = domain.allowed
         else:
-            spec.update(type=kind, metavar=f.name.upper())
+            spec.update(type=domain.kind, metavar=f.name.upper())
         yield f"--{method}-{f.name.replace('_', '-')}", spec
 
 

@@ -34,7 +34,11 @@ class MethodConfig:
     method: ClassVar[str] = "method"  # set to the method's name when the method registers
 
     def __post_init__(self) -> None:
-        for f in option_fields(self):
+        fields = option_fields(self)
+        if len(fields) != len(dataclasses.fields(self)):
+            plain = sorted({f.name for f in dataclasses.fields(self)} - {f.name for f in fields})
+            raise TypeError(f"{type(self).__name__}: declare {plain} with options.option()")
+        for f in fields:
             value, why = domain_of(f).judge(getattr(self, f.name))
             if why is not None:
                 raise ValueError(f"{self.method} {f.name} {why}, got {value!r}")
