@@ -14,6 +14,7 @@ import torch
 from trainables.config import TrainConfig
 from trainables.data.dataset import ClipSet, collate
 from trainables.export import load_adapter
+from trainables.progress import Progress
 from trainables.train import NonFiniteLossError, train
 
 FAST = dict(backbone="tiny-wavlm", epochs=2, batch_size=16, max_seconds=1.0, lr=2e-3)
@@ -149,3 +150,35 @@ def test_a_crop_too_short_for_one_frame_is_refused(synth_corpus: Path, tmp_path)
     with pytest.raises(ValueError, match=r"max_seconds=0.001 s is shorter than one frame"):
         train(_cfg(synth_corpus, method="frozen", max_seconds=0.001), tmp_path)
     assert not (tmp_path / "result.json").exists()
+
+
+def test_progress_keeps_the_first_of_equal_best_epochs() -> None:
+    model = torch.nn.Linear(2, 1)
+    progress = Progress()
+    assert progress.track_best(1, 0.5, model) and progress.best_weights.keys() == {
+        "weight", "bias"
+    }  # fmt: skip
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    assert not progress.track_best(2, 0.5, model)  # a tie is not better
+    assert not progress.track_best(3, 0.4, model)
+    assert (progress.epoch, progress.best_epoch, progress.since_best) == (3, 1, 2)
+    assert not torch.equal(progress.best_weights["weight"], model.weight.detach())
+    assert progress.state() == {
+        "epoch": 3, "best_epoch": 1, "best_dev_uar": 0.5, "since_best": 2, "history": []
+    }  # fmt: skip
+
+
+def test_patience_stops_at_the_first_epoch_without_a_better_dev_uar(
+    synth_corpus: Path, tmp_path: Path
+) -> None:
+    reports = []
+    cfg = _cfg(synth_corpus, method="frozen", epochs=4, patience=1, schedule="plateau")
+    result = train(cfg, tmp_path, on_epoch=reports.append)
+    uars = [h["dev"]["uar"] for h in result.history]
+    stale = [e for e in range(2, len(uars) + 1) if uars[e - 1] <= max(uars[: e - 1])]
+    assert result.epochs_run == len(uars) == (stale[0] if stale else 4)
+    assert [r.epoch for r in reports] == list(range(1, len(uars) + 1))
+    assert [r.done for r in reports] == [False] * (len(uars) - 1) + [True]
+    assert [r.is_best for r in reports] == [r.epoch == r.best_epoch for r in reports]
+    assert reports[-1].best_dev_uar == max(uars) == result.dev["uar"]

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from trainables.rundir import FolderError
 
+CHECKPOINT_DIR = "checkpoint"  # a run folder's checkpoint, beside result.json and adapter/
 STATE_FILE = "state.safetensors"
 META_FILE = "state.json"
 

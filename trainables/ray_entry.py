@@ -11,6 +11,8 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +21,32 @@ import torch
 from ray import tune
 
 from trainables import rundir
-from trainables.checkpoint import copy_checkpoint, read_meta
+from trainables.checkpoint import CHECKPOINT_DIR, copy_checkpoint, read_meta
 from trainables.config import TrainConfig
+from trainables.objectives import OBJECTIVES, report_values
 from trainables.provenance import check_project
-from trainables.result import SUMMARY_KEYS, RunResult
+from trainables.result import RESULT_FILE, SUMMARY_KEYS, RunResult
 from trainables.train import EpochReport, train
 
-# Keys every report carries. ``obj_*`` are the search objectives; ``final`` is True only on the
-# last report of a trial that ran to its end (a trial stopped early never reports it).
+# Keys every report carries. ``obj_*`` are the search objectives (every row of
+# :data:`~trainables.objectives.OBJECTIVES`); ``final`` is True only on the last report of a
+# trial that ran to its end (a trial stopped early never reports it).
 FINAL_KEY = "final"
+ADAPTER_DIR = "adapter"
+FINAL_DIR = "final"  # a single run's last report: checkpoint, adapter and result
+FOLDS_STAGING = "emotune-report"  # beside a cross-validation's folder: what a fold report sends
+
+
+def _num(x: float | None) -> float:
+    return math.nan if x is None else float(x)
 
 
 def epoch_metrics(report: EpochReport) -> dict[str, Any]:
-    """Flat, float-only metrics of one epoch for Ray (None becomes NaN)."""
+    """Flat, float-only metrics of one epoch for Ray (None becomes NaN).
 
-    def num(x: float | None) -> float:
-        return math.nan if x is None else float(x)
-
+    The objectives are read from the dev summary of the best epoch so far, so ``obj_uar`` is
+    ``report.best_dev_uar``; an objective that cannot be measured reports its ``worst`` value.
+    """
     metrics: dict[str, Any] = {
         "epoch": report.epoch,
         "train_loss": report.train_loss,
@@ -43,17 +54,26 @@ def epoch_metrics(report: EpochReport) -> dict[str, Any]:
     }
     for split, m in (("dev", report.dev), ("test", report.test)):
         for key in SUMMARY_KEYS:
-            metrics[f"{split}_{key}"] = num(getattr(m, key))
+            metrics[f"{split}_{key}"] = _num(getattr(m, key))
     best = report.history[report.best_epoch - 1]["dev"]
-    gap = best["uar_gap_gender"]
-    metrics.update(
-        obj_uar=report.best_dev_uar,
-        obj_params=float(report.trainable_params),
-        obj_fairness=1.0 if gap is None else float(gap),  # no gap measurable: worst value
-        best_epoch=report.best_epoch,
-        trainable_params=report.trainable_params,
-    )
+    metrics.update(report_values(tuple(OBJECTIVES), best, report.trainable_params))
+    metrics.update(best_epoch=report.best_epoch, trainable_params=report.trainable_params)
     metrics[FINAL_KEY] = report.done
+    return metrics
+
+
+def fold_metrics(summary: RunResult, folds_done: int, last: bool) -> dict[str, Any]:
+    """Ray metrics of a cross-validated trial: means over the folds finished so far."""
+    metrics: dict[str, Any] = {
+        "epoch": folds_done,
+        "best_epoch": summary.best_epoch,
+        "trainable_params": summary.trainable_params,
+    }
+    for split in ("dev", "test"):
+        for key, value in getattr(summary, split).items():
+            metrics[f"{split}_{key}"] = _num(value)
+    metrics.update(report_values(tuple(OBJECTIVES), summary.dev, summary.trainable_params))
+    metrics[FINAL_KEY] = last
     return metrics
 
 
@@ -65,6 +85,94 @@ def trial_clock(started: float | None, import_seconds: float) -> dict[str, float
         "trial_seconds": now - (now if started is None else started),
         "import_seconds": import_seconds,
     }
+
+
+@dataclass
+class Trial:
+    """What the steps of one trial share: its out folder, where it runs and its clock.
+
+    Attributes:
+        out_dir: the trial's emotune folder on this node, claimed by :func:`start_trial`.
+        started: ``time.perf_counter()`` when the trial function was entered.
+        import_seconds: what the trial's imports took.
+        node: host name, Ray node id and process id, added to every report.
+    """
+
+    out_dir: Path
+    started: float
+    import_seconds: float
+    node: dict[str, Any]
+
+    def report(self, metrics: dict[str, Any], folder: Path) -> None:
+        """Sends ``metrics``, with :attr:`node` and :func:`trial_clock`, to Tune, with
+        ``folder`` as the report's checkpoint."""
+        tune.report(
+            {**metrics, **self.node, **trial_clock(self.started, self.import_seconds)},
+            checkpoint=tune.Checkpoint.from_directory(str(folder)),
+        )
+
+
+def start_trial(
+    kind: str, out_dir: Path | None, started: float | None, import_seconds: float
+) -> Trial:
+    """Checks the project and claims the trial's folder (``out_dir``, default the trial's
+    folder on this node) as a ``kind`` folder, before anything restored is copied in."""
+    check_project()  # refuse to train with a shadowed or mixed emotune (Ray adds the cwd)
+    started = time.perf_counter() if started is None else started
+    if out_dir is None:
+        out_dir = Path(tune.get_context().get_trial_dir()) / "emotune"
+    rundir.claim(out_dir, kind)
+    node = {
+        "node": socket.gethostname(),
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "pid": os.getpid(),
+    }
+    return Trial(out_dir, started, import_seconds, node)
+
+
+def restore_from_tune(copy: Callable[[Path], None]) -> bool:
+    """Hands the folder of Tune's checkpoint to ``copy``; False when the trial starts fresh."""
+    restored = tune.get_checkpoint()
+    if restored is None:
+        return False
+    with restored.as_directory() as folder:
+        copy(Path(folder))
+    return True
+
+
+def _copy_outputs(out_dir: Path, folder: Path) -> None:
+    """Copies the run's ``adapter/`` and ``result.json`` into ``folder``."""
+    shutil.copytree(out_dir / ADAPTER_DIR, folder / ADAPTER_DIR)
+    shutil.copy2(out_dir / RESULT_FILE, folder / RESULT_FILE)
+
+
+def stage_run(out_dir: Path, report: EpochReport) -> Path:
+    """The folder an epoch's report sends: the run's checkpoint, or on the final report a
+    ``final`` folder with the checkpoint, ``adapter/`` and ``result.json``."""
+    if not report.done:
+        return report.checkpoint
+    folder = out_dir / FINAL_DIR
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(report.checkpoint, folder)
+    _copy_outputs(out_dir, folder)
+    return folder
+
+
+def stage_folds(out_dir: Path, last: bool) -> Path:
+    """The folder a fold's report sends (beside ``out_dir``): each finished fold's folder
+    without its checkpoint, plus the selected ``adapter/`` and ``result.json`` when ``last``."""
+    staging = out_dir.parent / FOLDS_STAGING
+    shutil.rmtree(staging, ignore_errors=True)
+    for fold_dir in out_dir.glob("fold_*"):
+        if (fold_dir / RESULT_FILE).is_file():
+            shutil.copytree(
+                fold_dir,
+                staging / fold_dir.name,
+                ignore=shutil.ignore_patterns(f"{CHECKPOINT_DIR}*", rundir.LOCK),
+            )
+    if last:
+        _copy_outputs(out_dir, staging)
+    return staging
 
 
 def run_trial(
@@ -81,67 +189,20 @@ def run_trial(
     :func:`trial_clock` (``started`` and ``import_seconds`` come from the caller, which timed
     its imports), so the driver can tell trial work from Ray's overhead.
     """
-    check_project()  # refuse to train with a shadowed or mixed emotune (Ray adds the cwd)
-    started = time.perf_counter() if started is None else started
-    if out_dir is None:
-        out_dir = Path(tune.get_context().get_trial_dir()) / "emotune"
-    rundir.claim(out_dir, "run")  # before the restored checkpoint is copied in
+    trial = start_trial("run", out_dir, started, import_seconds)
     threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
     if threads > 0:
         torch.set_num_threads(threads)
+    ckpt = trial.out_dir / CHECKPOINT_DIR
     resumed_from = 0
-    restored = tune.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as folder:
-            copy_checkpoint(Path(folder), out_dir / "checkpoint")
-        resumed_from = int(read_meta(out_dir / "checkpoint")["state"]["epoch"])
-    node = {
-        "node": socket.gethostname(),
-        "node_id": ray.get_runtime_context().get_node_id(),
-        "pid": os.getpid(),
-    }
+    if restore_from_tune(lambda folder: copy_checkpoint(folder, ckpt)):
+        resumed_from = int(read_meta(ckpt)["state"]["epoch"])
 
     def report(r: EpochReport) -> None:
-        folder = r.checkpoint
-        if r.done:
-            folder = out_dir / "final"
-            shutil.rmtree(folder, ignore_errors=True)
-            shutil.copytree(r.checkpoint, folder)
-            shutil.copytree(out_dir / "adapter", folder / "adapter")
-            shutil.copy2(out_dir / "result.json", folder / "result.json")
-        metrics = {
-            **epoch_metrics(r),
-            **node,
-            **trial_clock(started, import_seconds),
-            "resumed_from_epoch": resumed_from,
-        }
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
+        metrics = {**epoch_metrics(r), "resumed_from_epoch": resumed_from}
+        trial.report(metrics, stage_run(trial.out_dir, r))
 
-    return train(cfg, out_dir, on_epoch=report)
-
-
-def fold_metrics(summary: RunResult, folds_done: int, last: bool) -> dict[str, Any]:
-    """Ray metrics of a cross-validated trial: means over the folds finished so far."""
-
-    def num(x: float | None) -> float:
-        return math.nan if x is None else float(x)
-
-    metrics: dict[str, Any] = {
-        "epoch": folds_done,
-        "best_epoch": summary.best_epoch,
-        "trainable_params": summary.trainable_params,
-    }
-    for split in ("dev", "test"):
-        for key, value in getattr(summary, split).items():
-            metrics[f"{split}_{key}"] = num(value)
-    gap = summary.dev["uar_gap_gender"]
-    metrics.update(
-        obj_uar=summary.dev["uar"],
-        obj_params=float(summary.trainable_params),
-        obj_fairness=1.0 if gap is None else float(gap),
-    )
-    metrics[FINAL_KEY] = last
-    return metrics
+    return train(cfg, trial.out_dir, on_epoch=report)
 
 
 def run_trial_folds(
@@ -155,38 +216,14 @@ def run_trial_folds(
     Each report's checkpoint holds the finished folds' results and adapters, so a restarted
     trial skips them (the fold in progress starts again).
     """
-    check_project()  # refuse to train with a shadowed or mixed emotune (Ray adds the cwd)
-    started = time.perf_counter() if started is None else started
+    trial = start_trial("folds", None, started, import_seconds)
     from trainables.folds import train_folds
 
-    out_dir = Path(tune.get_context().get_trial_dir()) / "emotune"
-    rundir.claim(out_dir, "folds")  # before the restored folds are copied in
-    restored = tune.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as folder:
-            shutil.copytree(folder, out_dir, dirs_exist_ok=True)
-    node = {"node": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id()}
+    restore_from_tune(lambda folder: shutil.copytree(folder, trial.out_dir, dirs_exist_ok=True))
     done: list[int] = []
 
     def report(summary: RunResult, last: bool) -> None:
         done.append(len(done))
-        staging = out_dir.parent / "emotune-report"
-        shutil.rmtree(staging, ignore_errors=True)
-        for fold_dir in out_dir.glob("fold_*"):
-            if (fold_dir / "result.json").is_file():
-                shutil.copytree(
-                    fold_dir,
-                    staging / fold_dir.name,
-                    ignore=shutil.ignore_patterns("checkpoint*", rundir.LOCK),
-                )
-        if last:
-            shutil.copytree(out_dir / "adapter", staging / "adapter")
-            shutil.copy2(out_dir / "result.json", staging / "result.json")
-        metrics = {
-            **fold_metrics(summary, len(done), last),
-            **node,
-            **trial_clock(started, import_seconds),
-        }
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(staging)))
+        trial.report(fold_metrics(summary, len(done), last), stage_folds(trial.out_dir, last))
 
-    return train_folds(cfg, out_dir, folds, on_fold=report)
+    return train_folds(cfg, trial.out_dir, folds, on_fold=report)

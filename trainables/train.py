@@ -1,43 +1,37 @@
-"""One fine-tune run: a plain PyTorch loop with a per-epoch callback (Ray wraps it elsewhere)."""
+"""One fine-tune run: a plain PyTorch loop with a per-epoch callback (Ray wraps it elsewhere).
+
+It reads as named steps: set up (:func:`trainables.run_setup.set_up`), restore from the
+checkpoint (:func:`trainables.progress.restore_progress`), then per epoch train, evaluate, track
+the best and checkpoint (:func:`_run_epoch`), report (:func:`_epoch_report`), and at the end
+write the adapter and result of the best epoch (:func:`_finish`).
+"""
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from trainables import rundir
-from trainables.checkpoint import has_checkpoint, load_checkpoint, read_meta, save_checkpoint
+from trainables.checkpoint import CHECKPOINT_DIR
 from trainables.config import TrainConfig
-from trainables.data.dataset import class_weights
-from trainables.data.manifest import partition
-from trainables.data.splits import (
-    Splits,
-    load_frame_splits,
-    load_splits,
-    make_loaders,
-)
-from trainables.export import MAX_LABELS, build_model, save_adapter, trainable_state
-from trainables.fingerprint import check_same_run, run_fingerprint
+from trainables.data.splits import Splits
+from trainables.export import save_adapter
 from trainables.loop import (
     NonFiniteLossError,
     StepContext,
     evaluate_split,
     logits_of,
     predict,
-    step_context,
     train_epoch,
 )
 from trainables.metrics import EvalMetrics
-from trainables.model import SERModel
+from trainables.progress import Progress, restore_progress, save_progress
 from trainables.result import SUMMARY_KEYS, RunResult, summary
-from trainables.run_checks import check_crop, data_facts, input_seconds
+from trainables.run_setup import RunSetup, set_up
 
 __all__ = [
     "SUMMARY_KEYS",
@@ -45,8 +39,6 @@ __all__ = [
     "NonFiniteLossError",
     "Splits",
     "StepContext",
-    "load_frame_splits",
-    "load_splits",
     "logits_of",
     "predict",
     "train",
@@ -73,20 +65,6 @@ class EpochReport:
     done: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
     speed: dict[str, float] = field(default_factory=dict)
-
-
-def _scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, total_steps: int) -> Any:
-    if cfg.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=1)
-    warmup = int(cfg.warmup_ratio * total_steps)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 def train(
@@ -125,121 +103,14 @@ def _run(
 ) -> RunResult:
     """The body of :func:`train`, with ``out_dir`` claimed and locked by this process."""
     started = time.perf_counter()
-    part = partition(cfg.manifest, fold=cfg.fold, dev_fold=cfg.dev_fold)
-    num_classes = len(part.labels)
-    if num_classes > MAX_LABELS:  # an exported adapter with more would be refused on load
-        raise ValueError(f"{cfg.manifest}: {num_classes} classes, over the {MAX_LABELS} limit")
-    model, method = build_model(
-        cfg.backbone, cfg.method, cfg.method_options, cfg.head, num_classes, seed=cfg.seed,
-        allow_pickle_weights=cfg.allow_pickle_weights, digest=True,
-    )  # fmt: skip
-    check_crop(cfg, model.backbone)
-    fingerprint = run_fingerprint(cfg, part.labels, model.backbone.weights_sha256)
-    model.to(cfg.device)
-    if splits is None:
-        splits = (
-            load_frame_splits(cfg, model.backbone, part)
-            if method.frozen_frontend
-            else load_splits(cfg, model.backbone.sample_rate, part, input_seconds(model))
-        )
-    ctx = step_context(cfg, model, splits)
-    facts = data_facts(cfg, part, splits)
-    facts["fingerprint"] = fingerprint
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(
-        params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fast_kernels or None
-    )
-    loaders = make_loaders(cfg, splits)
-    sched = _scheduler(cfg, opt, cfg.epochs * len(loaders["train"]))
-    weights = class_weights(splits.train.targets, num_classes).to(cfg.device)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
-
-    ckpt = out_dir / "checkpoint"
-    state = {"epoch": 0, "best_epoch": 0, "best_dev_uar": -1.0, "since_best": 0, "history": []}
-    best = trainable_state(model)
-    if has_checkpoint(ckpt):
-        # Checked before any tensor is loaded: a different run's optimizer state or head
-        # would not fit, and its label map would silently rename this run's classes.
-        check_same_run(out_dir, read_meta(ckpt).get("fingerprint"), fingerprint)
-        tensors, meta = load_checkpoint(ckpt, opt)
-        model.load_state_dict(
-            {k: v for k, v in tensors.items() if not k.startswith("best.")}, strict=False
-        )
-        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-        sched.load_state_dict(meta["scheduler"])
-        state = meta["state"]
-        log.info("resuming %s after epoch %d", out_dir, state["epoch"])
-
-    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        loss, lr, speed = train_epoch(
-            model, loaders["train"], opt, sched, loss_fn, cfg, epoch, params, ctx
-        )
-        dev = evaluate_split(model, loaders["dev"], ctx, num_classes)
-        test = evaluate_split(model, loaders["test"], ctx, num_classes)
-        if cfg.schedule == "plateau":
-            sched.step(dev.uar)
-        is_best = dev.uar > state["best_dev_uar"]
-        if is_best:
-            best = trainable_state(model)
-            state.update(best_epoch=epoch, best_dev_uar=dev.uar, since_best=0)
-        else:
-            state["since_best"] += 1
-        state["epoch"] = epoch
-        state["history"].append(
-            {
-                "epoch": epoch,
-                "train_loss": loss,
-                "lr": lr,
-                "dev": dev.to_dict(),
-                "test": test.to_dict(),
-                "speed": {**speed, "epoch_seconds": time.perf_counter() - t0},
-            }
-        )
-        done = epoch == cfg.epochs or (0 < cfg.patience <= state["since_best"])
-        tensors = {**trainable_state(model), **{f"best.{k}": v for k, v in best.items()}}
-        save_checkpoint(
-            ckpt,
-            tensors,
-            opt,
-            {
-                "config": cfg.to_dict(),
-                "fingerprint": fingerprint,
-                "state": state,
-                "scheduler": sched.state_dict(),
-            },
-        )
-        report = EpochReport(
-            epoch,
-            loss,
-            lr,
-            dev,
-            test,
-            time.perf_counter() - t0,
-            is_best,
-            state["best_epoch"],
-            state["best_dev_uar"],
-            ckpt,
-            sum(model.trainable_params()),
-            done,
-            state["history"],
-            state["history"][-1]["speed"],
-        )
-        log.info(
-            "epoch %d loss %.4f dev UAR %.4f test UAR %.4f (%.1f s, padding %.1f%%)",
-            epoch,
-            loss,
-            dev.uar,
-            test.uar,
-            report.seconds,
-            100 * speed["padding_fraction"],
-        )
+    run = set_up(cfg, splits)
+    ckpt = out_dir / CHECKPOINT_DIR
+    progress = restore_progress(run, out_dir, ckpt)
+    for epoch in range(progress.epoch + 1, cfg.epochs + 1):
+        report = _run_epoch(run, progress, epoch, ckpt)
         result = None
-        if done:  # finish before the last callback: Ray may stop the trial at that report
-            model.load_state_dict(best, strict=False)
-            result = _finish(
-                cfg, out_dir, model, method, splits, state, time.perf_counter() - started, facts
-            )
+        if report.done:  # finish before the last callback: Ray may stop the trial at that report
+            result = _finish(run, out_dir, progress, time.perf_counter() - started)
         if on_epoch is not None:
             on_epoch(report)
         if result is not None:
@@ -248,48 +119,88 @@ def _run(
     # Resumed from the checkpoint of a run that had already finished every epoch (a trial
     # restarted after its last checkpoint): report the last epoch again, so the caller (Ray)
     # still gets a final report.
-    model.load_state_dict(best, strict=False)
-    seconds = time.perf_counter() - started
-    result = _finish(cfg, out_dir, model, method, splits, state, seconds, facts)
-    if on_epoch is not None and state["history"]:
-        last = state["history"][-1]
-        on_epoch(
-            EpochReport(
-                last["epoch"],
-                last["train_loss"],
-                last["lr"],
-                EvalMetrics(**last["dev"]),
-                EvalMetrics(**last["test"]),
-                0.0,
-                state["best_epoch"] == last["epoch"],
-                state["best_epoch"],
-                state["best_dev_uar"],
-                ckpt,
-                sum(model.trainable_params()),
-                True,
-                state["history"],
-                last.get("speed", {}),
-            )
-        )
+    result = _finish(run, out_dir, progress, time.perf_counter() - started)
+    if on_epoch is not None and progress.history:
+        last = progress.history[-1]
+        dev, test = EvalMetrics(**last["dev"]), EvalMetrics(**last["test"])
+        on_epoch(_epoch_report(run, progress, ckpt, dev=dev, test=test, seconds=0.0, done=True))
     return result
 
 
-def _finish(
-    cfg: TrainConfig,
-    out_dir: Path,
-    model: SERModel,
-    method: Any,
-    splits: Splits,
-    state: dict[str, Any],
+def _run_epoch(run: RunSetup, progress: Progress, epoch: int, ckpt: Path) -> EpochReport:
+    """Trains one epoch, evaluates dev and test, tracks the best epoch and checkpoints."""
+    t0 = time.perf_counter()
+    cfg, model = run.cfg, run.model
+    loss, lr, speed = train_epoch(
+        model, run.loaders["train"], run.opt, run.sched, run.loss_fn, cfg, epoch, run.params,
+        run.ctx,
+    )  # fmt: skip
+    dev = evaluate_split(model, run.loaders["dev"], run.ctx, run.num_classes)
+    test = evaluate_split(model, run.loaders["test"], run.ctx, run.num_classes)
+    if cfg.schedule == "plateau":
+        run.sched.step(dev.uar)
+    progress.track_best(epoch, dev.uar, model)
+    progress.history.append(
+        {
+            "epoch": epoch,
+            "train_loss": loss,
+            "lr": lr,
+            "dev": dev.to_dict(),
+            "test": test.to_dict(),
+            "speed": {**speed, "epoch_seconds": time.perf_counter() - t0},
+        }
+    )
+    done = epoch == cfg.epochs or (0 < cfg.patience <= progress.since_best)
+    save_progress(run, ckpt, progress)
+    report = _epoch_report(
+        run, progress, ckpt, dev=dev, test=test, seconds=time.perf_counter() - t0, done=done
+    )
+    log.info(
+        "epoch %d loss %.4f dev UAR %.4f test UAR %.4f (%.1f s, padding %.1f%%)",
+        epoch, loss, dev.uar, test.uar, report.seconds, 100 * speed["padding_fraction"],
+    )  # fmt: skip
+    return report
+
+
+def _epoch_report(
+    run: RunSetup,
+    progress: Progress,
+    ckpt: Path,
+    *,
+    dev: EvalMetrics,
+    test: EvalMetrics,
     seconds: float,
-    facts: dict[str, Any],
-) -> RunResult:
-    """Writes ``adapter/`` and ``result.json`` of the best epoch; ``facts`` (fingerprint,
-    warnings) go into the result as they are."""
+    done: bool,
+) -> EpochReport:
+    """The report of the last finished epoch (``progress.history[-1]``), for ``on_epoch``."""
+    last = progress.history[-1]
+    return EpochReport(
+        epoch=last["epoch"],
+        train_loss=last["train_loss"],
+        lr=last["lr"],
+        dev=dev,
+        test=test,
+        seconds=seconds,
+        is_best=progress.best_epoch == last["epoch"],
+        best_epoch=progress.best_epoch,
+        best_dev_uar=progress.best_dev_uar,
+        checkpoint=ckpt,
+        trainable_params=sum(run.model.trainable_params()),
+        done=done,
+        history=progress.history,
+        speed=last.get("speed", {}),
+    )
+
+
+def _finish(run: RunSetup, out_dir: Path, progress: Progress, seconds: float) -> RunResult:
+    """Loads the best epoch's weights and writes ``adapter/`` and ``result.json`` of that
+    epoch; the run's facts (fingerprint, warnings) go into the result as they are."""
+    cfg, model, splits = run.cfg, run.model, run.splits
+    model.load_state_dict(progress.best_weights, strict=False)
     backbone_params, head_params = model.trainable_params()
     adapter_bytes = save_adapter(
         model,
-        method,
+        run.method,
         out_dir / "adapter",
         labels=splits.labels,
         head=cfg.head,
@@ -297,10 +208,10 @@ def _finish(
         eval_crop=cfg.eval_crop,
         extra={"eval_max_seconds": cfg.eval_max_seconds},
     )
-    best = state["history"][state["best_epoch"] - 1]
+    best = progress.history[progress.best_epoch - 1]
     result = RunResult(
         method=cfg.method,
-        method_options=method.config.to_dict(),
+        method_options=run.method.config.to_dict(),
         backbone=cfg.backbone,
         random_init=model.backbone.random_init,
         labels=splits.labels,
@@ -312,15 +223,14 @@ def _finish(
         trainable_params_method=backbone_params,
         trainable_params_head=head_params,
         adapter_bytes=adapter_bytes,
-        best_epoch=state["best_epoch"],
-        epochs_run=state["epoch"],
+        best_epoch=progress.best_epoch,
+        epochs_run=progress.epoch,
         skipped_files=len(splits.skipped),
         skipped=splits.skipped,
         seconds=seconds,
         config=cfg.to_dict(),
-        **facts,
-        history=state["history"],
+        **run.facts,
+        history=progress.history,
     )
     result.write(out_dir)
     return result
-
