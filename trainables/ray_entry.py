@@ -23,6 +23,7 @@ from ray import tune
 from trainables import rundir
 from trainables.checkpoint import CHECKPOINT_DIR, copy_checkpoint, read_meta
 from trainables.config import TrainConfig
+from trainables.folds import train_folds
 from trainables.objectives import OBJECTIVES, report_values
 from trainables.provenance import check_project
 from trainables.result import RESULT_FILE, SUMMARY_KEYS, RunResult
@@ -115,13 +116,17 @@ class Trial:
 def start_trial(
     kind: str, out_dir: Path | None, started: float | None, import_seconds: float
 ) -> Trial:
-    """Checks the project and claims the trial's folder (``out_dir``, default the trial's
-    folder on this node) as a ``kind`` folder, before anything restored is copied in."""
+    """Checks the project, claims the trial's folder (``out_dir``, default the trial's folder
+    on this node) as a ``kind`` folder before anything restored is copied in, and sets torch's
+    threads to ``OMP_NUM_THREADS`` (what the search gives each trial)."""
     check_project()  # refuse to train with a shadowed or mixed emotune (Ray adds the cwd)
     started = time.perf_counter() if started is None else started
     if out_dir is None:
         out_dir = Path(tune.get_context().get_trial_dir()) / "emotune"
     rundir.claim(out_dir, kind)
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    if threads > 0:  # a worker's torch may have started with another count
+        torch.set_num_threads(threads)
     node = {
         "node": socket.gethostname(),
         "node_id": ray.get_runtime_context().get_node_id(),
@@ -190,9 +195,6 @@ def run_trial(
     its imports), so the driver can tell trial work from Ray's overhead.
     """
     trial = start_trial("run", out_dir, started, import_seconds)
-    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
-    if threads > 0:
-        torch.set_num_threads(threads)
     ckpt = trial.out_dir / CHECKPOINT_DIR
     resumed_from = 0
     if restore_from_tune(lambda folder: copy_checkpoint(folder, ckpt)):
@@ -217,8 +219,6 @@ def run_trial_folds(
     trial skips them (the fold in progress starts again).
     """
     trial = start_trial("folds", None, started, import_seconds)
-    from trainables.folds import train_folds
-
     restore_from_tune(lambda folder: shutil.copytree(folder, trial.out_dir, dirs_exist_ok=True))
     done: list[int] = []
 
