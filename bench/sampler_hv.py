@@ -51,10 +51,11 @@ import pandas as pd
 import torch
 
 from bench.common import header, machine, setup_logging, write_section
-from search.pareto import REFERENCE, TrialRecord, front_hypervolume, front_table
+from search.pareto import TrialRecord, front_hypervolume, front_table
 from search.tune import make_sampler
 from spaces import SpaceConfig, define_by_run, to_train_config
 from trainables.data.synth import synthesize
+from trainables.objectives import OBJECTIVES
 from trainables.train import train
 
 log = logging.getLogger("bench")
@@ -290,7 +291,7 @@ def section(args: argparse.Namespace, runs: list[Run], stats: dict[str, Any]) ->
         f" (budget {args.trials}); objectives dev UAR at the best epoch (max), trainable "
         "params (min)\n"
         f"- hypervolume: `search.pareto.front_hypervolume` against the fixed reference (dev UAR "
-        f"{REFERENCE['uar']:g}, {REFERENCE['params']:.0e} params) with params on a log10 axis (so each point's box is UAR x (9 - log10 params)); mean ± sample std over "
+        f"{OBJECTIVES['uar'].reference:g}, {OBJECTIVES['params'].reference:.0e} params) with params on a log10 axis (so each point's box is UAR x (9 - log10 params)); mean ± sample std over "
         f"seeds {args.seeds}\n"
         "- in-process Optuna, trials one after another, **no Ray and no ASHA pruning**: every "
         "trial runs all its epochs and the sampler always sees every earlier result, which "

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainables.train import SUMMARY_KEYS
+from trainables.methods import METHODS
+from trainables.result import SUMMARY_KEYS
 
 _CARD = """\
 # {model_name}: speech emotion recognition adapter
@@ -40,14 +41,6 @@ emotune predict --adapter DIR a.wav
 ```python
 from trainables.export import load_adapter
 loaded = load_adapter("DIR")  # .model, .labels, .meta
-```
-"""
-_CARD_LORA = """
-The LoRA weights alone, as a peft folder, on the base backbone's Hugging Face model:
-
-```python
-from peft import PeftModel
-model = PeftModel.from_pretrained(base_model, "DIR/peft")
 ```
 """
 _CARD_MLFLOW = """
@@ -94,8 +87,7 @@ def model_card(facts: dict[str, Any], alias: str) -> str:
         search_file=facts["search_file"],
         run_id=trial.get("mlflow_run_id"),
     )
-    if meta["method"] == "lora":
-        card += _CARD_LORA
+    card += METHODS.get(meta["method"]).card_usage  # the method's own files, if any
     if facts.get("registered_model"):
         card += _CARD_MLFLOW.format(name=facts["registered_model"], alias=alias)
     return card

@@ -1,10 +1,11 @@
 """The MLflow pyfunc model that ``emotune export`` registers, logged as code (no pickle).
 
-MLflow's "models from code": ``register_export`` logs this file's path as ``python_model``;
-MLflow copies the file into the logged model and, at ``mlflow.pyfunc.load_model``, runs it and
-takes the instance passed to :func:`mlflow.models.set_model` below. Nothing is unpickled, so a
-model in the registry is this readable file plus the adapter folder (safetensors + JSON), and
-the adapter is loaded through the same checks as ``emotune predict``.
+MLflow's "models from code": :func:`search.registration.register_export` logs this file's path
+as ``python_model``; MLflow copies the file into the logged model and, at
+``mlflow.pyfunc.load_model``, runs it and takes the instance passed to
+:func:`mlflow.models.set_model` below. Nothing is unpickled, so a model in the registry is this
+readable file plus the adapter folder (safetensors + JSON), and the adapter is loaded through
+the same checks as ``emotune predict``.
 """
 
 from __future__ import annotations

@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from trainables.train import SUMMARY_KEYS
+from trainables.objectives import OBJECTIVES
+from trainables.result import SUMMARY_KEYS
 
 logger = logging.getLogger(__name__)
 
-Sense = Literal["max", "min"]
 METRIC_KEYS: tuple[str, ...] = SUMMARY_KEYS  # the dev/test summary of every run
 STATES: tuple[str, ...] = ("COMPLETE", "PRUNED", "FAILED")
 
@@ -75,57 +74,9 @@ class TrialRecord:
         return asdict(self)
 
 
-def _metric(split: str, key: str) -> Callable[[TrialRecord], float | None]:
-    def read(trial: TrialRecord) -> float | None:
-        value = getattr(trial, split).get(key)
-        return None if value is None else float(value)
-
-    return read
-
-
-def _params(trial: TrialRecord) -> float | None:
-    return None if trial.trainable_params is None else float(trial.trainable_params)
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One search objective.
-
-    Attributes:
-        read: Reads the raw value from a trial (DEV metrics or the parameter count).
-        sense: ``"max"`` or ``"min"``.
-        scale: Maps the raw value to the axis on which hypervolume is measured.
-        reference: Raw value of the fixed hypervolume reference point.
-        column: Column of :func:`front_table` holding the raw value.
-    """
-
-    read: Callable[[TrialRecord], float | None]
-    sense: Sense
-    scale: Callable[[float], float]
-    reference: float
-    column: str
-
-
-def _log10(value: float) -> float:
-    return math.log10(max(value, 1.0))  # a count below 1 parameter is meaningless
-
-
-def _identity(value: float) -> float:
-    return value
-
-
-OBJECTIVES: dict[str, Objective] = {
-    "uar": Objective(_metric("dev", "uar"), "max", _identity, 0.0, "dev_uar"),
-    "params": Objective(_params, "min", _log10, 1e9, "trainable_params"),
-    "fairness": Objective(
-        _metric("dev", "uar_gap_gender"), "min", _identity, 1.0, "dev_uar_gap_gender"
-    ),
-}
-REFERENCE: dict[str, float] = {name: obj.reference for name, obj in OBJECTIVES.items()}
-
-
 def check_objectives(objectives: Sequence[str]) -> list[str]:
-    """``objectives`` as a list, checked to be distinct names of :data:`OBJECTIVES`."""
+    """``objectives`` as a list, checked to be distinct names of
+    :data:`trainables.objectives.OBJECTIVES`."""
     names = list(objectives)
     bad = [n for n in names if n not in OBJECTIVES]
     if bad or not names or len(set(names)) != len(names):
@@ -236,10 +187,12 @@ def scaled_values(df: pd.DataFrame, objectives: Sequence[str]) -> np.ndarray:
 
 
 def front_hypervolume(df: pd.DataFrame, objectives: Sequence[str]) -> float:
-    """Hypervolume of a front table's rows against the fixed :data:`REFERENCE`.
+    """Hypervolume of a front table's rows against each objective's fixed reference.
 
-    Axes: ``uar`` as is (maximised, reference 0, the same lengths as ``1 - uar`` against 1),
-    ``params`` as ``log10`` (reference 9), ``fairness`` as the dev UAR gap (reference 1).
+    Every axis is :meth:`~trainables.objectives.Objective.scale` of the raw value, the
+    reference scaled alike: e.g. ``uar`` as is (maximised, reference 0, the same lengths as
+    ``1 - uar`` against 1), ``params`` as ``log10`` (reference 9), ``fairness`` as the dev UAR
+    gap (reference 1).
     """
     names = check_objectives(objectives)
     ref = [OBJECTIVES[n].scale(OBJECTIVES[n].reference) for n in names]
@@ -268,7 +221,7 @@ def front_table(trials: Sequence[TrialRecord], objectives: Sequence[str]) -> pd.
 
     Args:
         trials: Every trial of the search.
-        objectives: Objective names among :data:`OBJECTIVES`.
+        objectives: Objective names among :data:`trainables.objectives.OBJECTIVES`.
 
     Returns:
         The table (empty, with the same columns, when nothing completed).

@@ -1,15 +1,22 @@
-"""Finished Ray trials as :class:`TrialRecord`, and where a search spent its time (driver side)."""
+"""Finished Ray trials as :class:`TrialRecord`, the ``search.json`` summary, and where a search
+spent its time (driver side)."""
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from search.pareto import TrialRecord
-from trainables.train import SUMMARY_KEYS
+from trainables.result import RESULT_FILE, SUMMARY_KEYS, RunResult
+
+if TYPE_CHECKING:  # the CLI reads failure_lines without importing Ray or MLflow
+    from ray.tune import Result
+
+    from search.settings import SearchSettings
+    from search.tracking import SearchTracker
 
 
 def fetch_final(checkpoint: Any, dest: Path) -> bool:
@@ -18,14 +25,14 @@ def fetch_final(checkpoint: Any, dest: Path) -> bool:
     The checkpoint lives in the search's storage (a local folder, NFS, or a bucket), so this
     works whatever node ran the trial. Returns False when the checkpoint holds no result.
     """
-    if (dest / "result.json").is_file():
+    if (dest / RESULT_FILE).is_file():
         return True
     if checkpoint is None:
         return False
     tmp = dest.with_name(dest.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
     checkpoint.to_directory(str(tmp))
-    if not (tmp / "result.json").is_file():
+    if not (tmp / RESULT_FILE).is_file():
         shutil.rmtree(tmp, ignore_errors=True)
         return False
     shutil.rmtree(dest, ignore_errors=True)
@@ -49,35 +56,12 @@ def record_of(
     last = last or {}
     params = {k: v for k, v in config.items() if not k.startswith("_")}
     method = str(params.get("method", "?"))
-    node = last.get("node")
-    if last.get("node_id"):
-        node = f"{node} ({str(last['node_id'])[:12]})"
-    result_file = folder / "result.json"
-    if error is None and last.get("final") and result_file.is_file():
-        res = json.loads(result_file.read_text())
-        return TrialRecord(
-            trial_id=trial_id,
-            number=number,
-            state="COMPLETE",
-            method=method,
-            params=params,
-            dev=res["dev"],
-            test=res["test"],
-            trainable_params=res["trainable_params"],
-            adapter_bytes=res["adapter_bytes"],
-            best_epoch=res["best_epoch"],
-            history=res["history"],
-            adapter_dir=str(folder / "adapter"),
-            node=node,
-            error=None,
-            warnings=[str(w) for w in res.get("warnings") or []],
-        )
+    common = {"trial_id": trial_id, "number": number, "method": method, "params": params}
+    if error is None and last.get("final") and (folder / RESULT_FILE).is_file():
+        return _complete(common, RunResult.read(folder), folder, _node(last))
     return TrialRecord(
-        trial_id=trial_id,
-        number=number,
+        **common,
         state="FAILED" if error else "PRUNED",
-        method=method,
-        params=params,
         dev={k: _finite(last.get(f"dev_{k}")) for k in SUMMARY_KEYS},
         test={k: _finite(last.get(f"test_{k}")) for k in SUMMARY_KEYS},
         trainable_params=last.get("trainable_params"),
@@ -85,9 +69,104 @@ def record_of(
         best_epoch=last.get("best_epoch"),
         history=[],
         adapter_dir=None,
-        node=node,
+        node=_node(last),
         error=error,
     )
+
+
+def _node(last: dict[str, Any]) -> str | None:
+    """The host that ran a trial, with the start of its Ray node id, from its last report."""
+    node = last.get("node")
+    if last.get("node_id"):
+        node = f"{node} ({str(last['node_id'])[:12]})"
+    return node
+
+
+def _complete(
+    common: dict[str, Any], result: RunResult, folder: Path, node: str | None
+) -> TrialRecord:
+    """The COMPLETE record of a trial from its ``result.json`` (single or cross-validated run)."""
+    return TrialRecord(
+        **common,
+        state="COMPLETE",
+        dev=result.dev,
+        test=result.test,
+        trainable_params=result.trainable_params,
+        adapter_bytes=result.adapter_bytes,
+        best_epoch=result.best_epoch,
+        history=result.history,
+        adapter_dir=str(folder / "adapter"),
+        node=node,
+        error=None,
+        warnings=[str(w) for w in result.warnings or []],
+    )
+
+
+def collect_records(
+    results: Iterable[Result],
+    trials_dir: Path,
+    numbers: Mapping[Any, int],
+    log: Callable[[TrialRecord], object],
+) -> tuple[list[TrialRecord], list[dict[str, Any]]]:
+    """Each trial's record, its final checkpoint fetched to ``trials_dir/<trial id>``, and its
+    last report (the clocks of :func:`search_timing`).
+
+    Args:
+        results: Tune's results (a ``ResultGrid``).
+        trials_dir: where each trial's final checkpoint is fetched.
+        numbers: Ray trial id -> Optuna trial number.
+        log: called with each record as soon as it is made (MLflow logging).
+    """
+    records: list[TrialRecord] = []
+    reports: list[dict[str, Any]] = []
+    for result in results:
+        metrics = result.metrics or {}
+        reports.append(metrics)
+        trial_id = metrics.get("trial_id") or Path(result.path).name.split("_")[-1]
+        error = None if result.error is None else str(result.error).splitlines()[-1][:500]
+        if error is None:
+            fetch_final(result.checkpoint, trials_dir / trial_id)
+        record = record_of(
+            trial_id,
+            result.config or {},
+            metrics,
+            error,
+            trials_dir / trial_id,
+            numbers.get(trial_id),
+        )
+        log(record)
+        records.append(record)
+    return records, reports
+
+
+def search_summary(
+    settings: SearchSettings,
+    dataset: str,
+    manifest: Path,
+    front: Mapping[str, Any],
+    records: Sequence[TrialRecord],
+    tracker: SearchTracker,
+    parent: str,
+) -> dict[str, Any]:
+    """A dataset's ``search.json`` (but its ``timing``): the search, its front (``front`` from
+    :meth:`~search.tracking.SearchTracker.finish_parent`), its MLflow runs and every trial."""
+    return {
+        "dataset": dataset,
+        "manifest": str(manifest.resolve()),
+        "backbone": settings.backbone,
+        "objectives": list(settings.objectives),
+        "hypervolume": front["hypervolume"],
+        "front": front["front"],
+        "mlflow": {
+            "tracking_uri": tracker.tracking_uri,
+            "experiment_id": tracker.experiment_id,
+            "parent_run_id": parent,
+        },
+        "trials": [
+            {**r.to_dict(), "mlflow_run_id": tracker.child_run_id(parent, r.trial_id)}
+            for r in records
+        ],
+    }
 
 
 def _finite(x: Any) -> float | None:

@@ -182,6 +182,14 @@ def remote_exists(storage: str, name: str) -> bool:
     )
 
 
+def search_exists(storage: str | Path, name: str, root: Path) -> bool:
+    """Whether search ``name`` has a finished dataset in its local folder ``root`` or (URI
+    storage) in the bucket."""
+    if any(root.glob("*/search.json")):
+        return True
+    return is_uri(storage) and remote_exists(str(storage), name)
+
+
 def download_search(storage: str, name: str, local: Path) -> list[str]:
     """Restores search ``name`` from ``storage``: each dataset's driver files and the MLflow
     store (for a search another machine ran, or whose local mirror was removed).
@@ -209,3 +217,24 @@ def download_search(storage: str, name: str, local: Path) -> list[str]:
         raise FileNotFoundError(f"no search {name!r} in {storage} (nothing under {base}/*/driver)")
     download_tracking(storage, name, local)
     return datasets
+
+
+def pull_dataset(storage: str | Path, name: str, dataset: str, root: Path, tracking: bool) -> None:
+    """Before a resumed dataset: restores its driver files into ``root/<dataset>`` and, with
+    ``tracking`` (the search's own MLflow store), that store into ``root``. URI storage only: a
+    folder storage is its own local root."""
+    if not is_uri(storage):
+        return
+    download(str(storage), name, dataset, root / dataset)
+    if tracking:
+        download_tracking(str(storage), name, root)
+
+
+def push_dataset(root: Path, storage: str | Path, name: str, dataset: str, tracking: bool) -> None:
+    """After a dataset: mirrors ``root/<dataset>`` and, with ``tracking``, the search's own
+    MLflow store to ``storage``. URI storage only."""
+    if not is_uri(storage):
+        return
+    upload(root / dataset, str(storage), name, dataset)
+    if tracking:
+        upload_tracking(root, str(storage), name)

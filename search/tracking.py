@@ -10,29 +10,24 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import numbers
 import shlex
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, Run, RunTag, ViewType
+from mlflow.entities import Param, Run, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
 from search.figures import front_figures, write_front
 from search.pareto import TrialRecord, front_hypervolume, front_table
+from search.run_metrics import front_metrics, timing_metrics, trial_metrics
 
 logger = logging.getLogger(__name__)
 
 MAX_PARAM_CHARS = 6000  # MLflow 3 limit on a param value
 MAX_TAG_CHARS = 8000  # MLflow 3 limit on a tag value
 MAX_ERROR_CHARS = 4000
-# Per-epoch dev/test curves live under this prefix so that the bare names (dev_uar, ...) hold
-# the selected (best-epoch) values; the MLflow UI groups "epoch/..." charts in one section.
-CURVE_PREFIX = "epoch/"
 TAG_KEY = "emotune.search_key"
 TAG_TRIAL = "emotune.trial_id"
 TAG_STATE = "emotune.state"
@@ -73,12 +68,6 @@ def _quoted(value: str, what: str) -> str:
     return f"'{value}'"
 
 
-def _numeric(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def _sqlite_artifacts(tracking_uri: str) -> str | None:
     """Artifact root beside a SQLite file (MLflow would otherwise use ``./mlruns`` of the CWD)."""
     prefix = "sqlite:///"
@@ -87,6 +76,27 @@ def _sqlite_artifacts(tracking_uri: str) -> str | None:
     db = Path(tracking_uri[len(prefix) :]).resolve()
     db.parent.mkdir(parents=True, exist_ok=True)  # SQLite cannot create the folder itself
     return (db.parent / "mlartifacts").as_uri()
+
+
+def _child_tags(parent_id: str, trial: TrialRecord) -> dict[str, str]:
+    """The tags of a trial's child run: parent, trial, state, method, and what is known of it."""
+    tags = {
+        TAG_PARENT: parent_id,
+        TAG_TRIAL: trial.trial_id,
+        TAG_STATE: trial.state,
+        "method": trial.method,
+    }
+    extra = {
+        "emotune.number": trial.number,
+        "emotune.node": trial.node,
+        "emotune.adapter_dir": trial.adapter_dir,
+    }
+    tags.update({k: str(v) for k, v in extra.items() if v is not None})
+    if trial.error:
+        tags["emotune.error"] = _clip(trial.error, MAX_ERROR_CHARS)
+    if trial.warnings:  # the text is in warnings.txt; the tag lets the UI filter on it
+        tags["emotune.warnings"] = str(len(trial.warnings))
+    return tags
 
 
 class SearchTracker:
@@ -174,30 +184,50 @@ class SearchTracker:
         text = {k: _text(v) for k, v in params.items()}
         logged = {k: _clip(v, MAX_PARAM_CHARS) for k, v in text.items()}
         if found:
-            run = found[0]
-            if len(found) > 1:
-                logger.warning(
-                    "%d parent runs share search key %r; using the oldest, %s",
-                    len(found),
-                    search_key,
-                    run.info.run_id,
-                )
-            differ = sorted(k for k, v in logged.items() if run.data.params.get(k) != v)
-            if differ:
-                logger.warning(
-                    "search %r resumed with different params %s; keeping the first values",
-                    search_key,
-                    differ,
-                )
-            if tags:
-                self.client.log_batch(
-                    run.info.run_id,
-                    tags=[RunTag(k, _clip(str(v), MAX_TAG_CHARS)) for k, v in tags.items()],
-                )
-            if run.info.status != "RUNNING":
-                self.client.update_run(run.info.run_id, status="RUNNING")
-            logger.info("reusing parent run %s for search %r", run.info.run_id, search_key)
-            return run.info.run_id
+            return self._reuse_parent(found, search_key, logged, tags)
+        return self._create_parent(search_key, text, logged, tags)
+
+    def _reuse_parent(
+        self,
+        found: list[Run],
+        search_key: str,
+        logged: Mapping[str, str],
+        tags: Mapping[str, str],
+    ) -> str:
+        """The oldest parent run of ``search_key``, with fresh tags and RUNNING again."""
+        run = found[0]
+        if len(found) > 1:
+            logger.warning(
+                "%d parent runs share search key %r; using the oldest, %s",
+                len(found),
+                search_key,
+                run.info.run_id,
+            )
+        differ = sorted(k for k, v in logged.items() if run.data.params.get(k) != v)
+        if differ:
+            logger.warning(
+                "search %r resumed with different params %s; keeping the first values",
+                search_key,
+                differ,
+            )
+        if tags:
+            self.client.log_batch(
+                run.info.run_id,
+                tags=[RunTag(k, _clip(str(v), MAX_TAG_CHARS)) for k, v in tags.items()],
+            )
+        if run.info.status != "RUNNING":
+            self.client.update_run(run.info.run_id, status="RUNNING")
+        logger.info("reusing parent run %s for search %r", run.info.run_id, search_key)
+        return run.info.run_id
+
+    def _create_parent(
+        self,
+        search_key: str,
+        text: Mapping[str, str],
+        logged: Mapping[str, str],
+        tags: Mapping[str, str],
+    ) -> str:
+        """A new parent run: clipped params, the full ones as ``search_params.json``."""
         all_tags = {k: _clip(str(v), MAX_TAG_CHARS) for k, v in tags.items()}
         all_tags[TAG_KEY] = search_key
         run = self.client.create_run(
@@ -205,7 +235,7 @@ class SearchTracker:
         )
         run_id = run.info.run_id
         self.client.log_batch(run_id, params=[Param(k, v) for k, v in logged.items()])
-        self.client.log_dict(run_id, text, "search_params.json")
+        self.client.log_dict(run_id, dict(text), "search_params.json")
         logger.info("created parent run %s for search %r", run_id, search_key)
         return run_id
 
@@ -226,37 +256,16 @@ class SearchTracker:
         Returns:
             The child run id.
         """
-        for run in self.children(parent_id, trial.trial_id):
-            if run.data.tags.get(TAG_LOGGED) == "true":
-                if run.info.status == "RUNNING":
-                    self.client.set_terminated(run.info.run_id, END_STATUS[trial.state])
-                return run.info.run_id
-            logger.info(
-                "replacing half-written child %s of trial %s", run.info.run_id, trial.trial_id
-            )
-            self.client.delete_run(run.info.run_id)
-        tags = {
-            TAG_PARENT: parent_id,
-            TAG_TRIAL: trial.trial_id,
-            TAG_STATE: trial.state,
-            "method": trial.method,
-        }
-        extra = {
-            "emotune.number": trial.number,
-            "emotune.node": trial.node,
-            "emotune.adapter_dir": trial.adapter_dir,
-        }
-        tags.update({k: str(v) for k, v in extra.items() if v is not None})
-        if trial.error:
-            tags["emotune.error"] = _clip(trial.error, MAX_ERROR_CHARS)
-        if trial.warnings:  # the text is in warnings.txt; the tag lets the UI filter on it
-            tags["emotune.warnings"] = str(len(trial.warnings))
+        done = self._logged_child(parent_id, trial)
+        if done is not None:
+            return done
         name = f"{trial.method}-{trial.number}" if trial.number is not None else trial.trial_id
+        tags = _child_tags(parent_id, trial)
         run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
         params = {**trial.params, "method": trial.method}
         self.client.log_batch(
             run_id,
-            metrics=_trial_metrics(trial),
+            metrics=trial_metrics(trial),
             params=[Param(k, _clip(_text(v), MAX_PARAM_CHARS)) for k, v in params.items()],
         )
         if trial.error and len(trial.error) > MAX_ERROR_CHARS:
@@ -266,6 +275,22 @@ class SearchTracker:
         self.client.set_tag(run_id, TAG_LOGGED, "true")
         self.client.set_terminated(run_id, END_STATUS[trial.state])
         return run_id
+
+    def _logged_child(self, parent_id: str, trial: TrialRecord) -> str | None:
+        """The fully logged child of a trial (ended if a crash left it RUNNING), or None.
+
+        Half-written children of the trial are deleted on the way.
+        """
+        for run in self.children(parent_id, trial.trial_id):
+            if run.data.tags.get(TAG_LOGGED) == "true":
+                if run.info.status == "RUNNING":
+                    self.client.set_terminated(run.info.run_id, END_STATUS[trial.state])
+                return run.info.run_id
+            logger.info(
+                "replacing half-written child %s of trial %s", run.info.run_id, trial.trial_id
+            )
+            self.client.delete_run(run.info.run_id)
+        return None
 
     def close_dangling(self, parent_id: str) -> list[str]:
         """Ends children left RUNNING (e.g. after a driver crash).
@@ -312,17 +337,7 @@ class SearchTracker:
             ``{"hypervolume": float, "front": [trial ids], "files": {ext: Path}}``.
         """
         objectives = list(objectives)
-        logged = {
-            r.data.tags.get(TAG_TRIAL): r
-            for r in self.children(parent_id)
-            if r.data.tags.get(TAG_LOGGED) == "true"
-        }
-        child = {
-            t.trial_id: logged[t.trial_id].info.run_id
-            if t.trial_id in logged
-            else self.log_trial(parent_id, t)
-            for t in trials
-        }
+        child = self._child_runs(parent_id, trials)
         df = front_table(trials, objectives)
         for trial_id, on_front in zip(df["trial_id"], df["pareto"]):
             self.client.set_tag(child[trial_id], "pareto", "true" if on_front else "false")
@@ -331,22 +346,11 @@ class SearchTracker:
             self.client.log_artifact(parent_id, str(path), "pareto")
         hv = front_hypervolume(df, objectives)
         front = [str(t) for t in df.loc[df["pareto"], "trial_id"]]
-        states = [t.state for t in trials]
-        now = int(time.time() * 1000)
-        counts = {
-            "n_trials": len(trials),
-            "n_complete": states.count("COMPLETE"),
-            "n_pruned": states.count("PRUNED"),
-            "n_failed": states.count("FAILED"),
-            "n_pareto": len(front),
-        }
-        metrics = [Metric("hypervolume", hv, now, len(trials))]
-        metrics += [Metric(k, float(v), now, len(trials)) for k, v in counts.items()]
         tags = [
             RunTag("emotune.objectives", ",".join(objectives)),
             RunTag("emotune.front", _clip(json.dumps(front), MAX_TAG_CHARS)),
         ]
-        self.client.log_batch(parent_id, metrics=metrics, tags=tags)
+        self.client.log_batch(parent_id, metrics=front_metrics(trials, hv, len(front)), tags=tags)
         self.client.set_terminated(parent_id, "FINISHED")
         logger.info(
             "search finished: %d trials, %d on the front, hypervolume %.4f",
@@ -356,44 +360,21 @@ class SearchTracker:
         )
         return {"hypervolume": hv, "front": front, "files": files}
 
+    def _child_runs(self, parent_id: str, trials: Sequence[TrialRecord]) -> dict[str, str]:
+        """Trial id -> its child run id, logging the trials that have none yet."""
+        logged = {
+            r.data.tags.get(TAG_TRIAL): r
+            for r in self.children(parent_id)
+            if r.data.tags.get(TAG_LOGGED) == "true"
+        }
+        return {
+            t.trial_id: logged[t.trial_id].info.run_id
+            if t.trial_id in logged
+            else self.log_trial(parent_id, t)
+            for t in trials
+        }
 
     def log_timing(self, parent_id: str, timing: dict[str, float]) -> None:
         """Logs a search's ``timing`` (see :func:`search.records.search_timing`) on its parent
         as ``timing_<key>`` metrics."""
-        now = int(time.time() * 1000)
-        metrics = [Metric(f"timing_{k}", float(v), now, 0) for k, v in timing.items()]
-        self.client.log_batch(parent_id, metrics=metrics)
-
-
-def _trial_metrics(trial: TrialRecord) -> list[Metric]:
-    """Per-epoch curves (step = epoch) and final values (step 0) of one trial."""
-    now = int(time.time() * 1000)
-    metrics: list[Metric] = []
-    for entry in trial.history:
-        step = int(entry.get("epoch", 0))
-        for key in ("train_loss", "lr"):
-            value = _numeric(entry.get(key))
-            if value is not None:
-                metrics.append(Metric(key, value, now, step))
-        for key, raw in (entry.get("speed") or {}).items():  # seconds, padding, audio s / s
-            value = _numeric(raw)
-            if value is not None:
-                metrics.append(Metric(f"speed_{key}", value, now, step))
-        for split in ("dev", "test"):
-            for name, raw in (entry.get(split) or {}).items():
-                value = _numeric(raw)
-                if value is not None:
-                    metrics.append(Metric(f"{CURVE_PREFIX}{split}_{name}", value, now, step))
-    finals: dict[str, Any] = {
-        f"{split}_{k}": v for split in ("dev", "test") for k, v in getattr(trial, split).items()
-    }
-    finals.update(
-        trainable_params=trial.trainable_params,
-        adapter_bytes=trial.adapter_bytes,
-        best_epoch=trial.best_epoch,
-    )
-    for key, raw in finals.items():
-        value = _numeric(raw)
-        if value is not None:
-            metrics.append(Metric(key, value, now, 0))
-    return metrics
+        self.client.log_batch(parent_id, metrics=timing_metrics(timing))

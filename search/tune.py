@@ -13,13 +13,22 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import optuna
 import ray
 from ray import tune
-from ray.tune import Callback, CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+from ray.tune import (
+    Callback,
+    CheckpointConfig,
+    FailureConfig,
+    ResultGrid,
+    RunConfig,
+    TuneConfig,
+    Tuner,
+)
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
@@ -27,14 +36,22 @@ from search import storage as store
 from search.pareto import TrialRecord
 from search.preflight import check_search, trial_base
 from search.ray_start import start_ray
-from search.records import fetch_final, record_of, search_timing
-from search.settings import OBJECTIVE_KEYS, SearchInterrupted, SearchSettings
+from search.records import (
+    collect_records,
+    fetch_final,
+    record_of,
+    search_summary,
+    search_timing,
+)
+from search.settings import REQUIRED_OBJECTIVE, SearchInterrupted, SearchSettings
 from search.tracking import SearchTracker, default_tracking_uri
 from spaces import SpaceConfig, define_by_run, to_train_config
 from trainables import rundir
 from trainables.folds import fold_values
+from trainables.objectives import OBJECTIVES
 
 log = logging.getLogger(__name__)
+
 
 class PruneAwareOptunaSearch(OptunaSearch):
     """OptunaSearch that tells Optuna PRUNED for trials that never sent their final report.
@@ -167,7 +184,9 @@ def run_search(
     """
     check_search(settings)  # before anything is written, so a refused search leaves nothing
     with rundir.owned(settings.root, "search", "search") as root:
-        if not settings.resume and _exists(settings):
+        if not settings.resume and store.search_exists(
+            settings.storage, settings.name, settings.root
+        ):
             raise ValueError(
                 f"search {settings.name} exists in {settings.storage}; pass --resume to "
                 "continue it or a new --name"
@@ -177,15 +196,6 @@ def run_search(
         store.check_storage_for_cluster(settings.storage, nodes, settings.shared_storage)
         uri = settings.tracking_uri or default_tracking_uri(root)
         return [run_dataset(settings, Path(m), uri, on_record) for m in settings.manifests]
-
-
-def _exists(settings: SearchSettings) -> bool:
-    """A finished dataset in the local folder or (bucket storage) in the bucket."""
-    if any(settings.root.glob("*/search.json")):
-        return True
-    return store.is_uri(settings.storage) and store.remote_exists(
-        str(settings.storage), settings.name
-    )
 
 
 def run_dataset(
@@ -198,16 +208,48 @@ def run_dataset(
     started = time.perf_counter()
     dataset = dataset_name(manifest)
     folder = settings.root / dataset
-    remote = store.is_uri(settings.storage)
     own_store = tracking_uri == default_tracking_uri(settings.root)  # mirrored with a bucket
-    if remote and settings.resume:
-        store.download(str(settings.storage), settings.name, dataset, folder)
-        if own_store:
-            store.download_tracking(str(settings.storage), settings.name, settings.root)
+    if settings.resume:
+        store.pull_dataset(settings.storage, settings.name, dataset, settings.root, own_store)
     trials_dir = folder / "trials"
     trials_dir.mkdir(parents=True, exist_ok=True)
     base = trial_base(settings, manifest)
     tracker = SearchTracker(tracking_uri, settings.name)
+    parent = _open_parent(tracker, settings, dataset, manifest)
+    # Snapshot the experiment every few seconds (Tune's default waits >= 10 s), so a killed
+    # driver loses little and never points at a checkpoint that was already rotated away.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    tuner = _tuner(settings, dataset, folder, trials_dir, base, tracking_uri, parent, on_record)
+    fit_started = time.perf_counter()
+    grid = tuner.fit()
+    fit_seconds = time.perf_counter() - fit_started
+    finalise_started = time.perf_counter()
+    _check_finished(grid, settings, dataset)
+    numbers = _trial_numbers(settings, dataset, folder)
+    # Logging is idempotent: it fills in anything the callback missed.
+    records, reports = collect_records(
+        grid, trials_dir, numbers, partial(tracker.log_trial, parent)
+    )
+    summary = tracker.finish_parent(parent, records, list(settings.objectives), folder)
+    out = search_summary(settings, dataset, manifest, summary, records, tracker, parent)
+    out["timing"] = search_timing(
+        reports,
+        slots=min(settings.concurrency, settings.trials),
+        wall_seconds=time.perf_counter() - started,
+        fit_seconds=fit_seconds,
+        logging_seconds=_logging_seconds(tuner),
+        finalise_seconds=time.perf_counter() - finalise_started,
+    )
+    tracker.log_timing(parent, out["timing"])
+    (folder / "search.json").write_text(json.dumps(out, indent=2))
+    store.push_dataset(settings.root, settings.storage, settings.name, dataset, own_store)
+    return out
+
+
+def _open_parent(
+    tracker: SearchTracker, settings: SearchSettings, dataset: str, manifest: Path
+) -> str:
+    """The dataset's MLflow parent run (the same one on resume), its dangling children ended."""
     parent = tracker.parent_run(
         f"{settings.name}/{dataset}",
         params={
@@ -222,14 +264,11 @@ def run_dataset(
         tags={"emotune.dataset": dataset, "emotune.backbone": settings.backbone},
     )
     tracker.close_dangling(parent)  # children a crashed driver left RUNNING
-    # Snapshot the experiment every few seconds (Tune's default waits >= 10 s), so a killed
-    # driver loses little and never points at a checkpoint that was already rotated away.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    tuner = _tuner(settings, dataset, folder, trials_dir, base, tracking_uri, parent, on_record)
-    fit_started = time.perf_counter()
-    grid = tuner.fit()
-    fit_seconds = time.perf_counter() - fit_started
-    finalise_started = time.perf_counter()
+    return parent
+
+
+def _check_finished(grid: ResultGrid, settings: SearchSettings, dataset: str) -> None:
+    """Raises :class:`SearchInterrupted` unless every trial of the budget ended."""
     statuses = [t.status for t in grid._experiment_analysis.trials]  # noqa: SLF001
     if len(statuses) < settings.trials or any(s not in ("TERMINATED", "ERROR") for s in statuses):
         raise SearchInterrupted(
@@ -237,65 +276,20 @@ def run_dataset(
             "run the same command with --resume to finish it"
         )
 
+
+def _trial_numbers(settings: SearchSettings, dataset: str, folder: Path) -> dict[Any, int]:
+    """Ray trial id -> the Optuna trial number (from the study's user attributes)."""
     study = optuna.load_study(study_name=_study_name(settings, dataset), storage=_study_url(folder))
-    numbers = {t.user_attrs.get("ray_trial_id"): t.number for t in study.trials}
-    records: list[TrialRecord] = []
-    clocks: list[dict[str, Any]] = []
-    for result in grid:
-        metrics = result.metrics or {}
-        clocks.append(metrics)
-        trial_id = metrics.get("trial_id") or Path(result.path).name.split("_")[-1]
-        error = None if result.error is None else str(result.error).splitlines()[-1][:500]
-        if error is None:
-            fetch_final(result.checkpoint, trials_dir / trial_id)
-        record = record_of(
-            trial_id,
-            result.config or {},
-            metrics,
-            error,
-            trials_dir / trial_id,
-            numbers.get(trial_id),
-        )
-        tracker.log_trial(parent, record)  # idempotent: fills in anything the callback missed
-        records.append(record)
-    summary = tracker.finish_parent(parent, records, list(settings.objectives), folder)
-    out = {
-        "dataset": dataset,
-        "manifest": str(manifest.resolve()),
-        "backbone": settings.backbone,
-        "objectives": list(settings.objectives),
-        "hypervolume": summary["hypervolume"],
-        "front": summary["front"],
-        "mlflow": {
-            "tracking_uri": tracking_uri,
-            "experiment_id": tracker.experiment_id,
-            "parent_run_id": parent,
-        },
-        "trials": [
-            {**r.to_dict(), "mlflow_run_id": tracker.child_run_id(parent, r.trial_id)}
-            for r in records
-        ],
-    }
-    logged = sum(cb.seconds for cb in _callbacks(tuner) if isinstance(cb, TrackingCallback))
-    out["timing"] = search_timing(
-        clocks,
-        slots=min(settings.concurrency, settings.trials),
-        wall_seconds=time.perf_counter() - started,
-        fit_seconds=fit_seconds,
-        logging_seconds=logged,
-        finalise_seconds=time.perf_counter() - finalise_started,
-    )
-    tracker.log_timing(parent, out["timing"])
-    (folder / "search.json").write_text(json.dumps(out, indent=2))
-    if remote:
-        store.upload(folder, str(settings.storage), settings.name, dataset)
-        if own_store:
-            store.upload_tracking(settings.root, str(settings.storage), settings.name)
-    return out
+    return {t.user_attrs.get("ray_trial_id"): t.number for t in study.trials}
 
 
 def _callbacks(tuner: Tuner) -> list[Callback]:
     return list(tuner._local_tuner._run_config.callbacks or [])  # noqa: SLF001
+
+
+def _logging_seconds(tuner: Tuner) -> float:
+    """Driver time the tracking callback spent while the trials ran."""
+    return sum(cb.seconds for cb in _callbacks(tuner) if isinstance(cb, TrackingCallback))
 
 
 def _study_url(folder: Path) -> str:
@@ -316,9 +310,8 @@ def _tuner(
     parent: str,
     on_record: Callable[[TrialRecord], None] | None,
 ) -> Tuner:
+    """A new Tuner for the dataset, or (``--resume``) the saved one restored."""
     folds = fold_values(Path(base["manifest"])) if settings.all_folds else None
-    # ASHA's clock: epochs, or finished folds when each trial is cross-validated.
-    max_t = len(folds) if folds else max_epochs(settings.space)
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=base, folds=folds),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
@@ -326,48 +319,74 @@ def _tuner(
     ray_path = store.ray_storage(settings.storage, settings.name, dataset)
     experiment = f"{ray_path}/tune"
     if settings.resume and Tuner.can_restore(experiment):
-        log.info("resuming %s from %s", dataset, experiment)
-        tuner = Tuner.restore(experiment, trainable=trainable, resume_errored=True)
-        for cb in _callbacks(tuner):
-            if isinstance(cb, TrackingCallback):
-                cb.on_record = on_record  # not pickled with the experiment
-        return tuner
-    keys = [OBJECTIVE_KEYS[o] for o in settings.objectives]
-    searcher = PruneAwareOptunaSearch(
-        space=define_by_run(settings.space),
-        metric=[k for k, _ in keys],
-        mode=[m for _, m in keys],
-        sampler=make_sampler(settings.sampler, settings.seed, settings.trials),
-        storage=optuna.storages.RDBStorage(_study_url(folder)),
-        study_name=_study_name(settings, dataset),
-    )
-    scheduler = ASHAScheduler(
-        time_attr="training_iteration",
-        metric="dev_uar",
-        mode="max",
-        max_t=max_t,
-        grace_period=min(settings.grace_period, max_t),
-        reduction_factor=2,
-    )
+        return _restored(experiment, trainable, dataset, on_record)
+    # ASHA's clock: epochs, or finished folds when each trial is cross-validated.
+    max_t = len(folds) if folds else max_epochs(settings.space)
+    callback = TrackingCallback(tracking_uri, settings.name, parent, str(trials_dir), on_record)
     return Tuner(
         trainable,
         tune_config=TuneConfig(
-            search_alg=searcher,
-            scheduler=scheduler,
+            search_alg=_searcher(settings, dataset, folder),
+            scheduler=_scheduler(settings, max_t),
             num_samples=settings.trials,
             max_concurrent_trials=settings.concurrency,
             reuse_actors=settings.reuse_actors,
         ),
-        run_config=RunConfig(
-            name="tune",
-            storage_path=ray_path,
-            verbose=0,
-            failure_config=FailureConfig(max_failures=settings.max_failures),
-            # Keep a few: a driver killed between Tune's state snapshots must still find the
-            # checkpoint that its last snapshot names.
-            checkpoint_config=CheckpointConfig(num_to_keep=4),
-            callbacks=[
-                TrackingCallback(tracking_uri, settings.name, parent, str(trials_dir), on_record)
-            ],
-        ),
+        run_config=_run_config(ray_path, settings.max_failures, callback),
+    )
+
+
+def _restored(
+    experiment: str,
+    trainable: Any,
+    dataset: str,
+    on_record: Callable[[TrialRecord], None] | None,
+) -> Tuner:
+    """The saved Tuner of an interrupted search, its tracking callback given ``on_record``."""
+    log.info("resuming %s from %s", dataset, experiment)
+    tuner = Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+    for cb in _callbacks(tuner):
+        if isinstance(cb, TrackingCallback):
+            cb.on_record = on_record  # not pickled with the experiment
+    return tuner
+
+
+def _searcher(settings: SearchSettings, dataset: str, folder: Path) -> PruneAwareOptunaSearch:
+    """Optuna on the search's objectives (each trial reports ``obj_<name>``), its study in
+    SQLite under the dataset's folder."""
+    objectives = [OBJECTIVES[name] for name in settings.objectives]
+    return PruneAwareOptunaSearch(
+        space=define_by_run(settings.space),
+        metric=[o.report_key for o in objectives],
+        mode=[o.sense for o in objectives],
+        sampler=make_sampler(settings.sampler, settings.seed, settings.trials),
+        storage=optuna.storages.RDBStorage(_study_url(folder)),
+        study_name=_study_name(settings, dataset),
+    )
+
+
+def _scheduler(settings: SearchSettings, max_t: int) -> ASHAScheduler:
+    """ASHA on the required objective's dev value of each report (``dev_uar``: every report
+    carries ``dev_<key>`` of its epoch, named like the Pareto table's column)."""
+    prune_on = OBJECTIVES[REQUIRED_OBJECTIVE]
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        metric=prune_on.column,
+        mode=prune_on.sense,
+        max_t=max_t,
+        grace_period=min(settings.grace_period, max_t),
+        reduction_factor=2,
+    )
+
+
+def _run_config(ray_path: str, max_failures: int, callback: TrackingCallback) -> RunConfig:
+    return RunConfig(
+        name="tune",
+        storage_path=ray_path,
+        verbose=0,
+        failure_config=FailureConfig(max_failures=max_failures),
+        # Keep a few: a driver killed between Tune's state snapshots must still find the
+        # checkpoint that its last snapshot names.
+        checkpoint_config=CheckpointConfig(num_to_keep=4),
+        callbacks=[callback],
     )

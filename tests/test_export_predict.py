@@ -16,14 +16,10 @@ import yaml
 from mlflow import MlflowClient
 from safetensors.torch import load_file
 
-from search.export import (
-    ExportedAdapter,
-    emotune_requirement,
-    export_best,
-    resolve_search,
-    select_best,
-)
+from search.export import ExportedAdapter, export_best, resolve_search
 from search.predict import Predictor
+from search.registration import emotune_requirement
+from search.selection import select_best
 from trainables.config import TrainConfig
 from trainables.data.audio import crop, load_audio
 from trainables.data.manifest import partition
