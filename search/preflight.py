@@ -16,8 +16,7 @@ from spaces import METHOD_PARAM, SpaceConfig, SpaceError, to_train_config
 from spaces.params import Choice, Fixed, Range, Scalar
 from spaces.section import param_fields
 from trainables.config import TrainConfig
-from trainables.data.manifest import ManifestError, Partition, partition
-from trainables.folds import fold_values
+from trainables.data.manifest import ManifestError, Partition, fold_values, partition
 from trainables.provenance import check_project
 
 End = Literal["low", "high"]

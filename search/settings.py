@@ -15,10 +15,6 @@ from trainables.objectives import OBJECTIVES
 REQUIRED_OBJECTIVE = "uar"
 
 
-class SearchInterrupted(RuntimeError):
-    """The search stopped before every trial finished (Ctrl-C, SIGUSR1); resumable."""
-
-
 @dataclass(frozen=True)
 class SearchSettings:
     """Everything ``emotune search`` was asked to do (validated before Ray starts)."""

@@ -33,6 +33,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from search import storage as store
+from search.errors import SearchInterrupted
 from search.pareto import TrialRecord
 from search.preflight import check_search, trial_base
 from search.ray_start import start_ray
@@ -43,11 +44,11 @@ from search.records import (
     search_summary,
     search_timing,
 )
-from search.settings import REQUIRED_OBJECTIVE, SearchInterrupted, SearchSettings
+from search.settings import REQUIRED_OBJECTIVE, SearchSettings
 from search.tracking import SearchTracker, default_tracking_uri
 from spaces import SpaceConfig, define_by_run, to_train_config
 from trainables import rundir
-from trainables.folds import fold_values
+from trainables.data.manifest import fold_values
 from trainables.objectives import OBJECTIVES
 
 log = logging.getLogger(__name__)

@@ -199,7 +199,7 @@ def test_importing_the_cli_loads_no_heavy_library() -> None:
 
 def test_an_interrupted_search_exits_130(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     import search.cli.run as run
-    from search.settings import SearchInterrupted
+    from search.errors import SearchInterrupted
 
     def stop(args) -> int:
         raise SearchInterrupted("search stopped; continue it with --resume")

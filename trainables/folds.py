@@ -15,18 +15,10 @@ from pathlib import Path
 from trainables import rundir
 from trainables.backbones import load_backbone
 from trainables.config import TrainConfig
-from trainables.data.manifest import ManifestError, partition, read_manifest
+from trainables.data.manifest import fold_values, partition
 from trainables.fingerprint import check_same_run, run_fingerprint
 from trainables.result import RESULT_FILE, SUMMARY_KEYS, RunResult
 from trainables.train import train
-
-
-def fold_values(manifest: Path) -> list[int]:
-    """The sorted fold numbers of a manifest (error if it has no ``fold`` column)."""
-    table = read_manifest(manifest)
-    if "fold" not in table.column_names:
-        raise ManifestError(manifest, "has no fold column; --folds all needs a fold manifest")
-    return sorted({int(v) for v in table.column("fold").to_pylist()})
 
 
 def aggregate(results: list[RunResult], folds: list[int]) -> RunResult:

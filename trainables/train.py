@@ -30,11 +30,10 @@ from trainables.loop import (
 )
 from trainables.metrics import EvalMetrics
 from trainables.progress import Progress, restore_progress, save_progress
-from trainables.result import SUMMARY_KEYS, RunResult, summary
+from trainables.result import RunResult, summary
 from trainables.run_setup import RunSetup, set_up
 
 __all__ = [
-    "SUMMARY_KEYS",
     "EpochReport",
     "NonFiniteLossError",
     "Splits",

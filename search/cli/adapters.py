@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 from search.cli.shared import add_allow_pickle_arg, console
-from trainables.objectives import OBJECTIVES, PARAMS, help_text
+from search.selection import export_objectives
+from trainables.objectives import help_text
 
-# A champion is picked by a dev metric: every objective but the trainable-parameter count.
-EXPORT_OBJECTIVES: tuple[str, ...] = tuple(n for n, o in OBJECTIVES.items() if o.key != PARAMS)
+EXPORT_OBJECTIVES: tuple[str, ...] = export_objectives()  # a champion is picked by a dev metric
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from collections.abc import Sequence
 
 from rich.logging import RichHandler
@@ -17,6 +16,7 @@ from rich.markup import escape
 
 from search.cli import adapters, data, demo, run, searching
 from search.cli.shared import console, one_line
+from search.errors import SearchInterrupted
 
 GROUPS = (run, data, searching, adapters, demo)  # sub-commands in this order in --help
 SMOKE_ENV = "EMOTUNE_SMOKE"
@@ -43,16 +43,6 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
-def _interrupted(err: Exception) -> bool:
-    """Whether ``err`` is a :class:`~search.settings.SearchInterrupted`.
-
-    Only a search raises it, and a search has imported ``search.settings``; importing it here
-    would pull in torch (through ``spaces``) on every other command's error.
-    """
-    settings = sys.modules.get("search.settings")
-    return settings is not None and isinstance(err, settings.SearchInterrupted)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one ``emotune`` command; returns its exit code (2: error, 130: interrupted)."""
     parser = build_parser()
@@ -65,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print("[yellow]interrupted[/yellow]")
         return 130
     except Exception as err:  # every failure a user sees is one line; -v adds the traceback
-        if _interrupted(err):
+        if isinstance(err, SearchInterrupted):
             console.print(escape(one_line(err)), style="yellow", soft_wrap=True)
             return 130
         if args.verbose:

@@ -323,6 +323,14 @@ def _train_labels(
     return labels
 
 
+def fold_values(manifest: Path) -> list[int]:
+    """The sorted fold numbers of a manifest (error if it has no ``fold`` column)."""
+    table = read_manifest(manifest)
+    if "fold" not in table.column_names:
+        raise ManifestError(manifest, "has no fold column; --folds all needs a fold manifest")
+    return sorted({int(v) for v in table.column("fold").to_pylist()})
+
+
 def partition(path: Path, fold: int | None = None, dev_fold: int | None = None) -> Partition:
     """Reads a manifest and splits it into train, dev and test.
 
