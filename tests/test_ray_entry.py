@@ -20,6 +20,7 @@ from trainables.ray_entry import (
     fold_metrics,
     stage_folds,
     stage_run,
+    trial_folder,
 )
 from trainables.result import SUMMARY_KEYS, RunResult, summary
 from trainables.train import EpochReport
@@ -141,3 +142,15 @@ def test_stage_folds_sends_finished_folds_without_checkpoints(tmp_path: Path) ->
     staging = stage_folds(out, last=True)
     top = sorted(p.name for p in staging.iterdir())
     assert top == ["adapter", "fold_0", "fold_1", "result.json"]
+
+
+def test_trial_folder_is_outside_what_tune_uploads(tmp_path: Path) -> None:
+    experiment = tmp_path / "artifacts" / "2026-12-07" / "exp"
+    trial_dir = experiment / "driver_artifacts" / "_trial_ab12_1"
+    folder = trial_folder(trial_dir)
+    assert folder == experiment / "emotune_trials" / "_trial_ab12_1" / "emotune"
+    assert trial_dir not in folder.parents and experiment / "driver_artifacts" not in folder.parents
+    # One folder per trial: a cross-validation's staging folder sits beside it, per trial.
+    assert folder.parent != trial_folder(trial_dir.with_name("_trial_cd34_2")).parent
+    # A layout this code does not know keeps the trial directory.
+    assert trial_folder(tmp_path / "elsewhere" / "t1") == tmp_path / "elsewhere" / "t1" / "emotune"

@@ -113,6 +113,20 @@ class Trial:
         )
 
 
+def trial_folder(trial_dir: Path) -> Path:
+    """The trial's working folder on this node: ``<experiment>/emotune_trials/<trial>/emotune``.
+
+    Not inside Tune's trial directory: on the driver's node that directory sits under
+    ``driver_artifacts``, which Tune uploads to storage with the experiment state every few
+    seconds, so checkpoints being written there raced the upload (a renamed-away temporary file
+    fails it) and every checkpoint was stored twice. Results reach the driver through reported
+    checkpoints only. If Tune's layout is not the one known here, the trial directory is used.
+    """
+    if trial_dir.parent.name != "driver_artifacts":
+        return trial_dir / "emotune"
+    return trial_dir.parent.parent / "emotune_trials" / trial_dir.name / "emotune"
+
+
 def start_trial(
     kind: str, out_dir: Path | None, started: float | None, import_seconds: float
 ) -> Trial:
@@ -122,7 +136,7 @@ def start_trial(
     check_project()  # refuse to train with a shadowed or mixed emotune (Ray adds the cwd)
     started = time.perf_counter() if started is None else started
     if out_dir is None:
-        out_dir = Path(tune.get_context().get_trial_dir()) / "emotune"
+        out_dir = trial_folder(Path(tune.get_context().get_trial_dir()))
     rundir.claim(out_dir, kind)
     threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
     if threads > 0:  # a worker's torch may have started with another count
