@@ -9,9 +9,10 @@ methods, the head and the trainer never branch on the family:
 * ``encode(features, frame_lengths)``: frame features -> all hidden states, each
   ``(batch, frames, hidden)``, with the attention mask applied in every layer.
 * extension points used by methods: ``layers`` (the transformer blocks), ``ffn_slot`` (where a
-  bottleneck adapter goes), ``target_modules`` (the linear layers of a named target group, for
-  methods that attach to weights, e.g. through peft), and ``input_injector`` (called on the
-  transformer input; prompt tuning prepends tokens there and the backbone strips them again).
+  sequential bottleneck adapter goes), ``ffn_block`` (where a parallel one reads and adds),
+  ``target_modules`` (the linear layers of a named target group, for methods that attach to
+  weights, e.g. through peft), and ``input_injector`` (called on the transformer input; prompt
+  tuning prepends tokens there and the backbone strips them again).
 """
 
 from __future__ import annotations
@@ -57,6 +58,26 @@ class InputInjector(nn.Module):
         self, hidden: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+
+class FFNBlock(typing.NamedTuple):
+    """Where a transformer block's feed-forward sub-block reads its input and where it ends.
+
+    A parallel adapter hooks both points: it reads the stream at ``entry`` and adds its branch
+    where the feed-forward residual sum is complete.
+
+    Attributes:
+        entry: the module whose first input is the residual stream entering the feed-forward
+            block: the post-attention stream, before the feed-forward's LayerNorm.
+        exit: the module at which the feed-forward residual sum ``h + FFN(h)`` appears.
+        merge: ``"input"``: that sum is ``exit``'s first input (post-LN layers, where ``exit`` is
+            ``final_layer_norm``); ``"output"``: it is ``exit``'s output, or the first element
+            of a tuple output (pre-LN layers, where ``exit`` is the layer itself).
+    """
+
+    entry: nn.Module
+    exit: nn.Module
+    merge: Literal["input", "output"]
 
 
 class Backbone(nn.Module):
@@ -141,6 +162,11 @@ class Backbone(nn.Module):
         """``(parent, attribute)`` of the module whose output is the layer's feed-forward output."""
         raise NotImplementedError
 
+    def ffn_block(self, layer: nn.Module) -> FFNBlock:
+        """Where ``layer``'s feed-forward block reads its input stream and where its residual
+        sum is complete (see :class:`FFNBlock`); a parallel adapter hooks both."""
+        raise NotImplementedError
+
     # --- shared ---------------------------------------------------------------------------------
     def target_names(self, group: TargetGroup) -> tuple[str, ...]:
         """The attribute names of the linear layers of target group ``group`` in a block."""
@@ -195,6 +221,14 @@ class Backbone(nn.Module):
     def _inject(
         self, hidden: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Applies the injector to the first layer's input, after positions and input norm.
+
+        Families call it on exactly what layer 0 receives, computed for the real frames alone,
+        so injected tokens never change a real frame's layer-0 input (tests/test_prompt_position).
+
+        Returns:
+            ``(hidden, mask, n)``: both extended by the ``n`` injected leading positions.
+        """
         if self.input_injector is None:
             return hidden, mask, 0
         hidden, mask = self.input_injector(hidden, mask)

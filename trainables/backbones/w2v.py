@@ -18,10 +18,12 @@ from transformers import (
     WavLMConfig,
     WavLMModel,
 )
+from transformers.masking_utils import create_bidirectional_mask
 
 from trainables.backbones.base import (
     Backbone,
     BackboneOutput,
+    FFNBlock,
     frame_mask,
     pad_frames,
     run_grouped_by_length,
@@ -89,6 +91,13 @@ class W2VBackbone(Backbone):
     def ffn_slot(self, layer: nn.Module) -> tuple[nn.Module, str]:
         return layer, "feed_forward"
 
+    def ffn_block(self, layer: nn.Module) -> FFNBlock:
+        if self.model.config.do_stable_layer_norm:
+            # Pre-LN (the large variants): out = x + FFN(final_layer_norm(x)).
+            return FFNBlock(layer.final_layer_norm, layer, "output")
+        # Post-LN (base models): x -> layer_norm -> h + FFN(h) -> final_layer_norm.
+        return FFNBlock(layer.layer_norm, layer.final_layer_norm, "input")
+
     def frontend_frames(self, samples: int) -> int:
         frames = max(samples, self.min_samples)
         for kernel, stride in zip(self.model.config.conv_kernel, self.model.config.conv_stride):
@@ -136,27 +145,51 @@ class W2VBackbone(Backbone):
         return out[0] if isinstance(out, tuple) else out  # WavLM/wav2vec2 also return the norm
 
     def encode(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> BackboneOutput:
+        """Frame features -> the first layer's input and every layer's output (prompts stripped).
+
+        We run the pieces of the Hugging Face encoder ourselves so that an injected prompt enters
+        where PEFT-SER puts it, at the first layer's input: ``x0 = dropout(LN(x + pos_conv(x)))``
+        (``LN`` only in the post-LN variants) is computed on the real frames alone, THEN the
+        prompt is prepended. Prepending it before the positional convolution changed the first
+        ~kernel/2 real frames, and (at rounding level) the last ones, since the convolution then
+        ran over a longer input. Without a prompt the numbers equal HF's encoder (tested).
+        """
         hidden = self._project(features)  # (batch, frames, hidden)
         mask = frame_mask(frame_lengths.to(hidden.device), hidden.shape[1])
+        hidden = self._layer_input(hidden, mask)
         hidden, full_mask, n_injected = self._inject(hidden, mask)
-
-        states: list[torch.Tensor] = []
-
-        def grab_input(_module: nn.Module, args: tuple) -> None:
-            states.append(args[0])
-
-        def grab_output(_module: nn.Module, _args: tuple, output: object) -> None:
-            states.append(output[0] if isinstance(output, tuple) else output)  # type: ignore[index]
-
-        handles = [self.layers[0].register_forward_pre_hook(grab_input)]
-        handles += [layer.register_forward_hook(grab_output) for layer in self.layers]
-        try:
-            last = self.model.encoder(hidden, attention_mask=full_mask).last_hidden_state
-        finally:
-            for handle in handles:
-                handle.remove()
-        states[-1] = last  # the stable-layer-norm variants normalise after the last layer
+        states = [hidden, *self._run_layers(hidden, full_mask)]
+        if self.model.config.do_stable_layer_norm:  # pre-LN: the encoder norms the last output
+            states[-1] = self.model.encoder.layer_norm(states[-1])
         return BackboneOutput([s[:, n_injected:] for s in states], mask)
+
+    def _layer_input(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The first transformer layer's input, computed as HF's encoder does, ``(b, t, d)``.
+
+        ``mask`` ``(b, t)`` is True on valid frames; padded frames are zeroed before the
+        positional convolution so that they never reach a valid frame.
+        """
+        encoder = self.model.encoder
+        hidden = hidden.masked_fill(~mask[..., None], 0.0)
+        hidden = hidden + encoder.pos_conv_embed(hidden)
+        if not self.model.config.do_stable_layer_norm:  # post-LN: the norm precedes layer 0
+            hidden = encoder.layer_norm(hidden)
+        return encoder.dropout(hidden)
+
+    def _run_layers(self, hidden: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """Every layer's output; ``mask`` ``(b, t)`` is True on valid positions, prompts included.
+
+        The layers are called with the hidden states as first positional argument (the deep
+        prompt hooks read it there) and with the mask form HF's encoder gives them.
+        """
+        attention_mask = create_bidirectional_mask(
+            config=self.model.encoder.config, inputs_embeds=hidden, attention_mask=mask
+        )
+        outputs = []
+        for layer in self.layers:
+            hidden = layer(hidden, attention_mask=attention_mask)
+            outputs.append(hidden)
+        return outputs
 
 
 class Wav2Vec2Backbone(W2VBackbone):
@@ -183,6 +216,19 @@ class WavLMBackbone(W2VBackbone):
         for layer in self.layers:
             attn = layer.attention
             attn.torch_multi_head_self_attention = types.MethodType(_attention_via_modules, attn)
+
+    def _run_layers(self, hidden: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """WavLM's layers take the ``(b, t)`` mask itself and return ``(hidden, position_bias)``:
+        layer 0 computes the relative position bias over all positions (prompts included) and
+        every later layer reuses it. Only the post-LN layers take their ``index``."""
+        stable = self.model.config.do_stable_layer_norm
+        bias = None
+        outputs = []
+        for i, layer in enumerate(self.layers):
+            extra = {} if stable else {"index": i}
+            hidden, bias = layer(hidden, attention_mask=mask, position_bias=bias, **extra)
+            outputs.append(hidden)
+        return outputs
 
 
 def _conv_float32_on_cuda(self: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,13 @@ from transformers import (
     WhisperForAudioClassification,
 )
 
-from trainables.backbones.base import Backbone, BackboneOutput, frame_mask, pad_frames
+from trainables.backbones.base import (
+    Backbone,
+    BackboneOutput,
+    FFNBlock,
+    frame_mask,
+    pad_frames,
+)
 
 
 class WhisperBackbone(Backbone):
@@ -71,6 +77,10 @@ class WhisperBackbone(Backbone):
 
     def ffn_slot(self, layer: nn.Module) -> tuple[nn.Module, str]:
         return layer, "fc2"
+
+    def ffn_block(self, layer: nn.Module) -> FFNBlock:
+        # Pre-LN: out = x + dropout(fc2(act(fc1(final_layer_norm(x))))).
+        return FFNBlock(layer.final_layer_norm, layer, "output")
 
     def frontend_frames(self, samples: int) -> int:
         # A centred STFT gives 1 + samples // hop frames; the extractor drops the last one.

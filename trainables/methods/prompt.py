@@ -1,4 +1,9 @@
-"""Embedding prompt tuning: learnable vectors prepended to the transformer input."""
+"""Embedding prompt tuning: learnable vectors prepended to the transformer input.
+
+As in PEFT-SER, the prompts enter at the first transformer layer's input, after the positional
+embedding (and the input norm): the backbone computes that input for the real frames alone and
+then calls the injector, so a prompt never changes what a real frame's layer-0 input is.
+"""
 
 from __future__ import annotations
 
