@@ -42,6 +42,8 @@ def test_preset_is_flagged_random_and_deterministic(name: str) -> None:
 def test_local_folder_loads_the_same_weights(name: str, tmp_path) -> None:
     """save_pretrained -> load_backbone(folder) is the path users take with a hub id."""
     build_preset_model(name).save_pretrained(tmp_path / name)
+    # As a hub checkpoint ships one; without it the family default applies (test_backbones_normalize).
+    (tmp_path / name / "preprocessor_config.json").write_text('{"do_normalize": true}')
     loaded = load_backbone(tmp_path / name)
     preset = load_backbone(name)
     assert not loaded.random_init and loaded.family == preset.family

@@ -54,7 +54,7 @@ def test_resume_of_the_same_run_is_accepted(synth_corpus: Path, tmp_path: Path) 
     again = train(TrainConfig(manifest=synth_corpus, **FAST), tmp_path)
     assert again.dev == first.dev and again.fingerprint == first.fingerprint
     assert set(first.fingerprint) == {
-        "config", "manifest_sha256", "labels", "backbone_sha256"
+        "config", "manifest_sha256", "labels", "backbone_sha256", "input_normalization"
     }
     assert first.fingerprint["backbone_sha256"]  # the base weights were hashed
 

@@ -25,6 +25,12 @@ from trainables.backbones.base import (
     InputInjector,
     TargetGroup,
 )
+from trainables.backbones.normalization import (
+    PREPROCESSOR_FILE,
+    InputNormalization,
+    input_normalization,
+    set_input_normalization,
+)
 from trainables.backbones.presets import PRESETS
 from trainables.backbones.w2v import HubertBackbone, W2VBackbone, Wav2Vec2Backbone, WavLMBackbone
 from trainables.backbones.whisper import WhisperBackbone
@@ -37,12 +43,15 @@ __all__ = [
     "Backbone",
     "BackboneOutput",
     "InputInjector",
+    "InputNormalization",
     "TARGET_GROUPS",
     "TargetGroup",
     "backbone_config",
     "backbone_skeleton",
     "build_preset_model",
+    "input_normalization",
     "load_backbone",
+    "set_input_normalization",
 ]
 
 log = logging.getLogger(__name__)
@@ -55,7 +64,6 @@ for _cls in (WavLMBackbone, HubertBackbone, Wav2Vec2Backbone, WhisperBackbone):
 # preset can be re-applied to it later (export, predict).
 PRESET_SEED = 0
 CONFIG_FILE = "config.json"
-PREPROCESSOR_FILE = "preprocessor_config.json"
 _SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 # Feature-extractor settings emotune reads, with the range it accepts: (type, low, high).
@@ -234,7 +242,8 @@ def _wrap(
     source: str | None,
 ) -> Backbone:
     family = FAMILIES.get(config.model_type)
-    pre = _read_preprocessor(source)
+    found = _read_preprocessor(source)
+    pre = {} if found is None else found
     if family is WhisperBackbone:
         # WhisperForAudioClassification loads only the encoder's weights from a full checkpoint.
         pre.pop("do_normalize", None)
@@ -247,18 +256,55 @@ def _wrap(
         return WhisperBackbone(model.encoder, name, random_init, fe)
     assert issubclass(family, W2VBackbone)
     sample_rate = int(pre.get("sampling_rate", 16000))
-    return family(model, name, random_init, sample_rate, bool(pre.get("do_normalize", True)))
+    choice = _do_normalize(config, found, source)
+    backbone = family(model, name, random_init, sample_rate, choice.normalize)
+    backbone.normalize_source = choice.source  # read back by input_normalization()
+    return backbone
 
 
-def _read_preprocessor(source: str | None) -> dict[str, Any]:
-    """The checked feature-extractor settings of a folder or hub repo ({} when it has none).
+def _do_normalize(
+    config: PretrainedConfig, preprocessor: dict[str, Any] | None, source: str | None
+) -> InputNormalization:
+    """Whether a wav2vec 2.0-style backbone normalises each waveform (``do_normalize``).
+
+    Args:
+        config: the model config.
+        preprocessor: the checked settings of its ``preprocessor_config.json``; None without one.
+        source: the folder or hub id; None for a preset.
+
+    Returns:
+        The value and its source. The file's ``do_normalize`` (True when the file omits it, as
+        ``Wav2Vec2FeatureExtractor`` does). Without a file: the family's published default,
+        ``feat_extract_norm == "layer"``: the layer-norm CNNs (large / lv60) were pre-trained on
+        normalised waveforms, the group-norm base ones on raw waveforms. Presets (random
+        weights) keep True.
+    """
+    if preprocessor is not None:
+        return InputNormalization(bool(preprocessor.get("do_normalize", True)), "file")
+    if source is None:
+        return InputNormalization(True, "preset")
+    norm = getattr(config, "feat_extract_norm", None)
+    normalize = norm == "layer"
+    log.warning(
+        "backbone %s has no %s; using do_normalize=%s, the default of checkpoints whose CNN "
+        "uses %r norm (add the file to choose otherwise)",
+        source,
+        PREPROCESSOR_FILE,
+        normalize,
+        norm,
+    )
+    return InputNormalization(normalize, "family default")
+
+
+def _read_preprocessor(source: str | None) -> dict[str, Any] | None:
+    """The checked feature-extractor settings of a folder or hub repo (None when it has none).
 
     Only the settings emotune uses are kept, each checked against a sane range: they size
     buffers (an ``n_fft`` of 10^9 would allocate a mel filter bank of that many rows).
     """
     path = None if source is None else _model_file(source, PREPROCESSOR_FILE)
     if path is None:
-        return {}
+        return None
     data = read_json_object(path, "feature extractor config")
     checked: dict[str, Any] = {}
     for key, (kind, low, high) in _PREPROCESSOR_FIELDS.items():
