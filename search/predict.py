@@ -1,8 +1,8 @@
 """Emotion prediction for audio files with an exported adapter folder.
 
 The audio policy comes from the adapter's own ``emotune.json``: files are decoded to the
-backbone's sample rate and centre-cropped to ``max_seconds`` (or kept whole when the adapter
-was evaluated with ``eval_crop == "full"``), like dev/test clips during training.
+backbone's sample rate and cropped as the adapter's dev/test clips were (``eval_crop``: the
+centre or the first ``max_seconds``, or the whole clip).
 The MLflow pyfunc model that ``emotune export`` registers (:mod:`search.mlflow_model`) wraps a
 :class:`Predictor`.
 """
@@ -85,7 +85,7 @@ class Predictor:
         self.meta: dict[str, Any] = loaded.meta
         self.sample_rate = int(self.meta["sample_rate"])
         self.max_samples = max(1, round(float(self.meta["max_seconds"]) * self.sample_rate))
-        self.crop_mode = "full" if self.meta.get("eval_crop") == "full" else "center"
+        self.crop_mode = str(self.meta.get("eval_crop", "center"))  # checked on load
         seconds = float(self.meta.get("eval_max_seconds", 60.0))
         self.eval_window = max(1, round(seconds * self.sample_rate))
         cap = getattr(self.model.backbone, "max_samples", None)  # Whisper encodes at most 30 s
@@ -109,7 +109,8 @@ class Predictor:
             AudioError: the file is missing or cannot be used as audio.
         """
         window = None if self.crop_mode == "full" else self.max_samples
-        return load_audio(path, self.sample_rate, window)  # reads no more than it keeps
+        first = self.crop_mode == "first"
+        return load_audio(path, self.sample_rate, window, first)  # reads no more than it keeps
 
     @torch.no_grad()
     def logits(self, wave: np.ndarray) -> np.ndarray:

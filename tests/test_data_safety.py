@@ -379,3 +379,23 @@ def test_predictor_windows_long_clips_like_training(
             ]
         want = torch.stack(logits).double().mean(0).float().softmax(-1).numpy()
         np.testing.assert_allclose(list(got["probabilities"].values()), want, atol=1e-6)
+
+
+@pytest.mark.parametrize("crop", ["first", "center"])
+def test_predictor_crops_files_as_the_adapter_was_evaluated(
+    adapter: Path, synth_corpus: Path, tmp_path: Path, crop: str
+) -> None:
+    """An adapter evaluated on the first (or centre) 0.5 s predicts on that same stretch."""
+    copied = _copy(adapter, tmp_path / crop, eval_crop=crop, max_seconds=0.5)
+    predictor = Predictor(copied)
+    utt = partition(synth_corpus).test[0]
+    whole = load_audio(utt.path, SR)
+    assert whole.shape[0] > SR  # long enough for the two crops to differ
+    start = 0 if crop == "first" else (whole.shape[0] - SR // 2) // 2
+    np.testing.assert_array_equal(predictor.prepare(utt.path), whole[start : start + SR // 2])
+    model = load_adapter(copied).model
+    with torch.no_grad():
+        clip = torch.from_numpy(whole[start : start + SR // 2])[None]
+        want = model(clip, torch.tensor([SR // 2]))[0].softmax(-1).numpy()
+    got = predictor.predict_file(utt.path)["probabilities"]
+    np.testing.assert_allclose(list(got.values()), want, atol=1e-6)

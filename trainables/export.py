@@ -2,7 +2,8 @@
 
 Layout of ``DIR``::
 
-    emotune.json          backbone id, method + options, head options, label map, audio policy
+    emotune.json          backbone id, method + options, head options, label map, audio policy,
+                          waveform normalisation (``normalize``, wav2vec 2.0-style families)
     weights.safetensors   every trained tensor (method parameters and head), nothing else
     peft/                 LoRA only: a peft folder for ``PeftModel.from_pretrained(base, DIR/peft)``
 
@@ -24,7 +25,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from trainables.backbones import backbone_skeleton, load_backbone
+from trainables.backbones import (
+    backbone_skeleton,
+    input_normalization,
+    load_backbone,
+    set_input_normalization,
+)
+from trainables.config import EVAL_CROPS
 from trainables.config import MAX_CROP_SECONDS as MAX_SECONDS  # the bound runs are held to
 from trainables.methods import METHODS, Method, attach, build_method
 from trainables.model import HeadConfig, SERModel
@@ -34,7 +41,6 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "emotune.json"
 WEIGHTS_FILE = "weights.safetensors"
 MAX_LABELS = 1000
-EVAL_CROPS = ("center", "full")
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -91,6 +97,7 @@ def save_adapter(
     weights = out_dir / WEIGHTS_FILE
     save_file(trainable_state(model), str(weights))
     bb = model.backbone
+    norm = input_normalization(bb)  # recorded: the loader's default may change, the adapter not
     meta = {
         "format_version": FORMAT_VERSION,
         "backbone": bb.name,
@@ -103,6 +110,7 @@ def save_adapter(
         "labels": list(labels),
         "max_seconds": max_seconds,
         "eval_crop": eval_crop,
+        **({} if norm is None else {"normalize": norm.normalize}),
         **(extra or {}),
     }
     (out_dir / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
@@ -138,6 +146,7 @@ class AdapterSpec:
     max_seconds: float
     eval_crop: str
     eval_max_seconds: float | None
+    normalize: bool | None = None  # None: a family without it, or a file from before it was kept
 
 
 def load_adapter(
@@ -162,6 +171,10 @@ def load_adapter(
         FileNotFoundError: a file of the folder is missing.
         ValueError: a field of ``emotune.json`` is out of bounds, or the weights do not match
             the model it describes (the message names the file and the field).
+
+    The backbone normalises waveforms as ``normalize`` records, whatever the loader's default;
+    a file without it (older emotune) gets the rule of that time (see
+    :func:`~trainables.backbones.set_input_normalization`).
     """
     adapter_dir = Path(adapter_dir)
     config_path, weights_path = adapter_dir / CONFIG_FILE, adapter_dir / WEIGHTS_FILE
@@ -188,6 +201,7 @@ def load_adapter(
     built = {n: tuple(p.shape) for n, p in model.named_parameters() if p.requires_grad}
     if built != expected.shapes:  # the skeleton must describe the real model; a bug otherwise
         raise RuntimeError(f"{adapter_dir}: the model skeleton differs from the real model")
+    set_input_normalization(model.backbone, spec.normalize, str(config_path))
     model.load_state_dict(load_file(str(weights_path)), strict=False)
     return LoadedAdapter(model.to(device).eval(), list(spec.labels), meta)
 
@@ -220,6 +234,8 @@ def read_adapter_spec(meta: dict[str, Any], path: Path) -> AdapterSpec:
     method = field("method", lambda v: isinstance(v, str) and v in METHODS, str(METHODS.names()))
     options = _method_options(method, meta.get("method_options", {}), path)
     field("head", lambda v: isinstance(v, dict), "a JSON object of head options")
+    # Options missing from a file written before they existed (e.g. ``layers``) take their
+    # defaults, which are the behaviour of that time; unknown values fail with the file's name.
     head = HeadConfig(**_dataclass_fields(HeadConfig, meta["head"], path, "head"))
     labels = field("labels", _valid_labels, f"a list of 2..{MAX_LABELS} unique non-empty strings")
     sample_rate = field("sample_rate", lambda v: _is_int(v) and 0 < v <= 1_000_000, "int in Hz")
@@ -230,6 +246,7 @@ def read_adapter_spec(meta: dict[str, Any], path: Path) -> AdapterSpec:
     )
     field("random_init", lambda v: isinstance(v, bool), "true or false", required=False)
     field("backbone_family", lambda v: isinstance(v, str), "a family name", required=False)
+    normalize = field("normalize", lambda v: isinstance(v, bool), "true or false", required=False)
     return AdapterSpec(
         backbone=backbone,
         method=method,
@@ -240,6 +257,7 @@ def read_adapter_spec(meta: dict[str, Any], path: Path) -> AdapterSpec:
         max_seconds=float(max_seconds),
         eval_crop=eval_crop,
         eval_max_seconds=None if eval_max is None else float(eval_max),
+        normalize=normalize,
     )
 
 

@@ -3,6 +3,11 @@
 This is the protocol of the PEFT-SER study (e.g. IEMOCAP leave-one-session-out): fold K is test,
 the next fold is dev, the rest train; each fold selects its epoch on its own dev UAR, and the
 configuration's score is the mean over folds of those dev (and, reported, test) metrics.
+
+Folds run in the order given (a search passes the manifest's sorted fold values to every trial),
+so any two trials that finished ``n`` folds finished the same ``n``. In a search the mean dev UAR
+over folds is the objective: every fold's test data is then another fold's dev data, so the
+winner's mean test is optimistic; :mod:`search.nested` gives the honest (nested) estimate.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from trainables import rundir
-from trainables.backbones import load_backbone
+from trainables.backbones import InputNormalization, input_normalization, load_backbone
 from trainables.config import TrainConfig
 from trainables.data.manifest import fold_values, partition
 from trainables.fingerprint import check_same_run, run_fingerprint
@@ -85,17 +90,18 @@ def _run_folds(
     on_fold: Callable[[RunResult, bool], None] | None,
 ) -> RunResult:
     results: list[RunResult] = []
-    backbone_sha: list[str] = []  # computed once, only if a finished fold is to be reused
+    # (weights digest, input normalisation): computed once, only if a finished fold is reused
+    base: list[tuple[str, InputNormalization | None]] = []
     for i, k in enumerate(folds):
         fold_cfg = dataclasses.replace(cfg, fold=k, dev_fold=None)
         fold_dir = out_dir / f"fold_{k}"
         if (fold_dir / RESULT_FILE).is_file():
             result = RunResult.read(fold_dir)
-            if not backbone_sha:
+            if not base:
                 bb = load_backbone(cfg.backbone, allow_pickle_weights=cfg.allow_pickle_weights)
-                backbone_sha.append(bb.weights_digest())
+                base.append((bb.weights_digest(), input_normalization(bb)))
             labels = partition(cfg.manifest, fold=k).labels
-            expected = run_fingerprint(fold_cfg, labels, backbone_sha[0])
+            expected = run_fingerprint(fold_cfg, labels, *base[0])
             check_same_run(fold_dir, result.fingerprint, expected)
             results.append(result)
         else:

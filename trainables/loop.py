@@ -59,21 +59,20 @@ def logits_of(model: SERModel, batch: Batch | FrameBatch, ctx: StepContext) -> t
 
 
 @torch.no_grad()
-def predict(
-    model: SERModel, loader: DataLoader, device: str, bf16: bool, ctx: StepContext | None = None
-) -> tuple[np.ndarray, ...]:
-    """Returns per-utterance ``(y_true, y_pred, genders, probs)``, by utterance position.
+def utterance_logits(
+    model: SERModel, loader: DataLoader, ctx: StepContext
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Per-utterance ``(logits, y_true, genders)`` in one pass over ``loader``, by position.
 
     A batch row is one item of its dataset: a clip, or one evaluation window of a clip longer
-    than ``eval_max_seconds`` (``batch.indices`` names the utterance). An utterance's
-    probabilities are the softmax of the mean of its items' logits, so metrics count each
-    manifest row once; a clip of one item gets exactly its own logits' softmax.
+    than ``eval_max_seconds`` (``batch.indices`` names the utterance). An utterance's logits
+    ``(utterances, classes)`` (float32, CPU) are the mean of its items' logits, so each manifest
+    row counts once; a clip of one item gets exactly its own logits.
     """
-    ctx = ctx or StepContext(device, bf16)
     model.eval()
     logits, owners, labels, genders = [], [], [], {}
     for batch in loader:
-        batch = batch.to(device)
+        batch = batch.to(ctx.device)
         logits.append(logits_of(model, batch, ctx).float().cpu())  # (batch, classes)
         owners.append(batch.indices.cpu())
         labels.append(batch.labels.cpu())
@@ -82,9 +81,21 @@ def predict(
     total = torch.zeros(len(ids), logits[0].shape[1], dtype=torch.float64)
     total.index_add_(0, slot, torch.cat(logits).double())  # float64: x / 1 stays x exactly
     counts = torch.bincount(slot, minlength=len(ids)).unsqueeze(1)
-    p = (total / counts).float().softmax(dim=-1)  # (utterances, classes)
     y = torch.zeros(len(ids), dtype=torch.int64).scatter_(0, slot, torch.cat(labels))
     sexes = np.array([genders[i] for i in ids.tolist()])
+    return (total / counts).float(), y, sexes
+
+
+@torch.no_grad()
+def predict(
+    model: SERModel, loader: DataLoader, device: str, bf16: bool, ctx: StepContext | None = None
+) -> tuple[np.ndarray, ...]:
+    """Returns per-utterance ``(y_true, y_pred, genders, probs)``, by utterance position.
+
+    ``probs`` is the softmax of the utterance's mean logits (:func:`utterance_logits`).
+    """
+    logits, y, sexes = utterance_logits(model, loader, ctx or StepContext(device, bf16))
+    p = logits.softmax(dim=-1)  # (utterances, classes)
     return y.numpy(), p.argmax(dim=-1).numpy(), sexes, p.numpy()
 
 
@@ -149,7 +160,23 @@ def train_epoch(
 
 
 def evaluate_split(
-    model: SERModel, loader: DataLoader, ctx: StepContext, num_classes: int
-) -> EvalMetrics:
-    y, pred, genders, _ = predict(model, loader, ctx.device, ctx.bf16, ctx)
-    return evaluate(y, pred, list(genders), num_classes)
+    model: SERModel,
+    loader: DataLoader,
+    ctx: StepContext,
+    num_classes: int,
+    loss_fn: torch.nn.Module,
+) -> tuple[EvalMetrics, float]:
+    """The metrics and the loss of one split, from a single pass over it.
+
+    Args:
+        loss_fn: the training loss (class-weighted cross-entropy with the training weights).
+
+    Returns:
+        ``(metrics, loss)``: ``loss`` is ``loss_fn`` over the split's utterances (their mean
+        logits), i.e. ``sum_i w_{y_i} CE_i / sum_i w_{y_i}`` for the weighted cross-entropy.
+    """
+    logits, y, genders = utterance_logits(model, loader, ctx)
+    with torch.no_grad():
+        loss = float(loss_fn(logits.to(ctx.device), y.to(ctx.device)))
+    pred = logits.softmax(dim=-1).argmax(dim=-1).numpy()  # as predict(): same ties
+    return evaluate(y.numpy(), pred, list(genders), num_classes), loss

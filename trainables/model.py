@@ -17,16 +17,21 @@ class HeadConfig:
 
     Attributes:
         proj_dim: width of the pointwise projection and of the classifier's hidden layer.
-        pooling: ``meanstd`` (default), ``mean`` (masked mean over valid frames, as in
-            PEFT-SER), ``meanstd`` (masked mean and standard
-            deviation, concatenated: keeps how much a feature varies, e.g. pitch range) or
-            ``attentive`` (masked softmax attention pooling with one learned query).
-        dropout: dropout inside the head.
+        pooling: ``mean`` (masked mean over valid frames, as in PEFT-SER), ``meanstd`` (the
+            default: masked mean and standard deviation, concatenated, which keeps how much a
+            feature varies, e.g. pitch range) or ``attentive`` (masked softmax attention
+            pooling with one learned query).
+        dropout: dropout inside the head, in [0, 1).
+        layers: which hidden states the weighted sum covers: ``all`` (the ``num_layers + 1``
+            states: the transformer's input, i.e. the projected front-end features, and every
+            layer's output) or ``transformer`` (the ``num_layers`` layer outputs only, as
+            PEFT-SER's head). ``transformer`` has one layer weight fewer.
     """
 
     proj_dim: int = 128
     pooling: Literal["mean", "meanstd", "attentive"] = "meanstd"
     dropout: float = 0.1
+    layers: Literal["all", "transformer"] = "all"
 
     def __post_init__(self) -> None:
         if self.proj_dim < 1:
@@ -35,23 +40,36 @@ class HeadConfig:
             raise ValueError(
                 f"head pooling must be mean, meanstd or attentive, got {self.pooling!r}"
             )
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"head dropout must be in [0, 1), got {self.dropout}")
+        if self.layers not in ("all", "transformer"):
+            raise ValueError(f"head layers must be all or transformer, got {self.layers!r}")
 
 
 class Head(nn.Module):
-    """Softmax-weighted sum of all hidden states, pointwise projection, pooling, MLP.
+    """Softmax-weighted sum of hidden states, pointwise projection, pooling, MLP.
 
-    ``h = sum_l softmax(w)_l * H_l`` over the ``num_states`` hidden states, then two pointwise layers,
-    pooling over valid frames only, and a two-layer classifier.
+    ``h = sum_l softmax(w)_l * H_l`` over the states that ``config.layers`` selects: all
+    ``num_states`` (``l = 0 .. L``, state 0 being the transformer's input) or the transformer
+    layers' outputs only (``l = 1 .. L``; state 0 is ignored and ``w`` has one entry fewer).
+    Then two pointwise layers, pooling over valid frames only, and a two-layer classifier.
 
     Shapes: states ``num_states x (batch, frames, hidden)``, mask ``(batch, frames)`` ->
     logits ``(batch, num_classes)``.
+
+    Raises:
+        ValueError: ``layers="transformer"`` with a single state (no transformer layer).
     """
 
     def __init__(self, num_states: int, hidden: int, num_classes: int, config: HeadConfig) -> None:
         super().__init__()
         p, drop = config.proj_dim, config.dropout
         self.pooling = config.pooling
-        self.layer_weights = nn.Parameter(torch.zeros(num_states))
+        # states[first:] enter the weighted sum; 1 skips the transformer's input (PEFT-SER)
+        self.first = 1 if config.layers == "transformer" else 0
+        if num_states - self.first < 1:
+            raise ValueError(f"head layers={config.layers!r} needs a transformer layer")
+        self.layer_weights = nn.Parameter(torch.zeros(num_states - self.first))
         self.proj = nn.Sequential(
             nn.Linear(hidden, p), nn.ReLU(), nn.Dropout(drop), nn.Linear(p, p), nn.ReLU()
         )
@@ -62,9 +80,11 @@ class Head(nn.Module):
         )
 
     def pooled(self, states: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        """The utterance vector ``(batch, proj_dim)`` before the classifier."""
+        """The utterance vector ``(batch, proj_dim)`` (``meanstd``: ``2 * proj_dim``) before the
+        classifier."""
         weights = self.layer_weights.softmax(dim=0)
-        x = sum(w * s for w, s in zip(weights, states))  # (batch, frames, hidden)
+        # strict: a state list of another length than the head was built for is a bug
+        x = sum(w * s for w, s in zip(weights, states[self.first :], strict=True))  # (b, t, h)
         x = self.proj(x)  # (batch, frames, proj)
         valid = mask.to(x.dtype).unsqueeze(-1)  # (batch, frames, 1)
         if self.attention is None:

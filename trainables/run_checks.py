@@ -26,7 +26,9 @@ def data_facts(cfg: TrainConfig, part: Partition, splits: Splits) -> dict[str, A
 
     Warnings are problems that leave the run meaningful but weaker (speakers shared across
     splits, a class absent from dev or test, the same audio in two splits, clipped audio);
-    problems that would make it meaningless were raised earlier.
+    problems that would make it meaningless were raised earlier. One line is a fact rather than
+    a problem: that augmentation made the training split bypass the feature cache (result.json
+    has no other field for it).
     """
     digest_root = cfg.feature_cache_dir or default_cache_dir()  # hash the corpus once
     warnings = partition_warnings(part, digest_root) + splits.warnings
@@ -36,6 +38,12 @@ def data_facts(cfg: TrainConfig, part: Partition, splits: Splits) -> dict[str, A
         warnings.append(
             f"{counts} clip(s) are longer than eval_max_seconds={cfg.eval_max_seconds:g} s: "
             "each was scored as overlapping windows of that length (mean of the windows' logits)"
+        )
+    if splits.train_bypassed_cache:
+        warnings.append(
+            f"augment={cfg.augment}: the training split bypassed the feature cache (augmented "
+            "waveforms; the frozen front end ran on every step and nothing of train was cached); "
+            "dev and test used the cache"
         )
     for text in warnings:
         log.warning("%s", text)

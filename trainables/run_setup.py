@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from trainables.backbones import input_normalization
 from trainables.config import TrainConfig
 from trainables.data.dataset import class_weights
 from trainables.data.manifest import Partition, partition
@@ -37,8 +38,9 @@ class RunSetup:
         ctx: how a step feeds the model (device, precision, unit of length).
         loaders: ``train``, ``dev`` and ``test`` data loaders.
         params: the parameters that train.
-        opt: AdamW over ``params``.
-        sched: cosine (stepped per batch) or plateau (stepped per epoch on dev UAR) schedule.
+        opt: AdamW or Adam over ``params`` (:func:`make_optimizer`).
+        sched: cosine (stepped per batch) or plateau (stepped per epoch on dev UAR or dev loss)
+            schedule.
         loss_fn: class-weighted cross-entropy.
         fingerprint: what identifies the run, checked before a resume.
         facts: what result.json says about the data (fingerprint, warnings, eval windows).
@@ -63,10 +65,40 @@ class RunSetup:
         return len(self.part.labels)
 
 
+def make_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """The optimizer of ``cfg.optimizer`` over ``params``.
+
+    Both keep Adam's moments ``m <- b1 m + (1 - b1) g``, ``v <- b2 v + (1 - b2) g^2`` and step
+    ``p <- p - lr * m_hat / (sqrt(v_hat) + eps)`` (bias-corrected). They differ in the weight
+    decay ``wd``: ``adamw`` shrinks ``p <- p (1 - lr wd)`` beside that step (decoupled),
+    ``adam`` adds ``wd p`` to the gradient ``g`` before the moments (an L2 penalty, PEFT-SER).
+    With ``fast_kernels`` both use torch's fused implementation.
+    """
+    kind = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return kind(
+        params,
+        lr=cfg.lr,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        weight_decay=cfg.weight_decay,
+        fused=cfg.fast_kernels or None,
+    )
+
+
 def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, total_steps: int) -> Any:
-    """ReduceLROnPlateau on dev UAR, or linear warm-up then cosine decay over ``total_steps``."""
+    """ReduceLROnPlateau, or linear warm-up then cosine decay over ``total_steps``.
+
+    The plateau schedule is stepped once per epoch with :func:`plateau_value`: the dev UAR
+    (``mode="max"``) or the dev loss (``mode="min"``); after ``plateau_patience`` epochs without
+    improvement the LR becomes ``max(lr * plateau_factor, min_lr)``.
+    """
     if cfg.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=1)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt,
+            mode="min" if cfg.plateau_metric == "loss" else "max",
+            factor=cfg.plateau_factor,
+            patience=cfg.plateau_patience,
+            min_lr=cfg.min_lr,
+        )
     warmup = int(cfg.warmup_ratio * total_steps)
 
     def factor(step: int) -> float:
@@ -78,13 +110,19 @@ def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, total_steps: in
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def plateau_value(cfg: TrainConfig, dev_uar: float, dev_loss: float) -> float:
+    """What the plateau schedule is stepped with after an epoch (``cfg.plateau_metric``)."""
+    return dev_loss if cfg.plateau_metric == "loss" else dev_uar
+
+
 def set_up(cfg: TrainConfig, splits: Splits | None = None) -> RunSetup:
     """Builds the model, data, optimizer, scheduler and loss of a run.
 
     Args:
         cfg: the run's configuration.
         splits: data already loaded by the caller (default: loaded here, as frame features
-            for methods with a frozen front end, as waveforms otherwise).
+            for methods with a frozen front end, their training split as waveforms when
+            ``cfg.augment`` is set, as waveforms otherwise).
 
     Raises:
         ValueError: more classes than an adapter may hold, or a crop shorter than one frame.
@@ -98,7 +136,9 @@ def set_up(cfg: TrainConfig, splits: Splits | None = None) -> RunSetup:
         allow_pickle_weights=cfg.allow_pickle_weights, digest=True,
     )  # fmt: skip
     check_crop(cfg, model.backbone)
-    fingerprint = run_fingerprint(cfg, part.labels, model.backbone.weights_sha256)
+    fingerprint = run_fingerprint(
+        cfg, part.labels, model.backbone.weights_sha256, input_normalization(model.backbone)
+    )
     model.to(cfg.device)
     if splits is None:
         splits = (
@@ -109,9 +149,7 @@ def set_up(cfg: TrainConfig, splits: Splits | None = None) -> RunSetup:
     ctx = step_context(cfg, model, splits)
     facts = {**data_facts(cfg, part, splits), "fingerprint": fingerprint}
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(
-        params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fast_kernels or None
-    )
+    opt = make_optimizer(cfg, params)
     loaders = make_loaders(cfg, splits)
     sched = make_scheduler(cfg, opt, cfg.epochs * len(loaders["train"]))
     weights = class_weights(splits.train.targets, num_classes).to(cfg.device)

@@ -31,7 +31,7 @@ from trainables.loop import (
 from trainables.metrics import EvalMetrics
 from trainables.progress import Progress, restore_progress, save_progress
 from trainables.result import RunResult, summary
-from trainables.run_setup import RunSetup, set_up
+from trainables.run_setup import RunSetup, plateau_value, set_up
 
 __all__ = [
     "EpochReport",
@@ -48,7 +48,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EpochReport:
-    """What the loop knows after one epoch; passed to ``on_epoch`` callbacks."""
+    """What the loop knows after one epoch; passed to ``on_epoch`` callbacks.
+
+    ``dev_loss`` is the dev split's class-weighted cross-entropy (training weights); None only
+    when replaying the last epoch of a run checkpointed before it was recorded.
+    """
 
     epoch: int
     train_loss: float
@@ -64,6 +68,7 @@ class EpochReport:
     done: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
     speed: dict[str, float] = field(default_factory=dict)
+    dev_loss: float | None = None
 
 
 def train(
@@ -84,8 +89,9 @@ def train(
     Methods that keep the front end frozen (all but ``full``) train on frame features, cropped
     in frame space and memory-mapped from the feature cache when ``cfg.feature_cache`` is on
     (see :mod:`trainables.data.frames`); ``full`` trains on waveforms with waveform crops.
-    Each history entry carries ``speed``: train seconds, padding fraction and audio seconds
-    per second.
+    Each history entry carries ``dev_loss`` (the dev split's class-weighted cross-entropy, what
+    ``plateau_metric="loss"`` steps the schedule with) and ``speed``: train seconds, padding
+    fraction and audio seconds per second.
 
     Returns:
         The result, also written to ``out_dir/result.json``.
@@ -134,16 +140,17 @@ def _run_epoch(run: RunSetup, progress: Progress, epoch: int, ckpt: Path) -> Epo
         model, run.loaders["train"], run.opt, run.sched, run.loss_fn, cfg, epoch, run.params,
         run.ctx,
     )  # fmt: skip
-    dev = evaluate_split(model, run.loaders["dev"], run.ctx, run.num_classes)
-    test = evaluate_split(model, run.loaders["test"], run.ctx, run.num_classes)
+    dev, dev_loss = evaluate_split(model, run.loaders["dev"], run.ctx, run.num_classes, run.loss_fn)
+    test, _ = evaluate_split(model, run.loaders["test"], run.ctx, run.num_classes, run.loss_fn)
     if cfg.schedule == "plateau":
-        run.sched.step(dev.uar)
+        run.sched.step(plateau_value(cfg, dev.uar, dev_loss))
     progress.track_best(epoch, dev.uar, model)
     progress.history.append(
         {
             "epoch": epoch,
             "train_loss": loss,
             "lr": lr,
+            "dev_loss": dev_loss,
             "dev": dev.to_dict(),
             "test": test.to_dict(),
             "speed": {**speed, "epoch_seconds": time.perf_counter() - t0},
@@ -188,6 +195,7 @@ def _epoch_report(
         done=done,
         history=progress.history,
         speed=last.get("speed", {}),
+        dev_loss=last.get("dev_loss"),
     )
 
 

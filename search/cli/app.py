@@ -15,6 +15,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from search.cli import adapters, data, demo, run, searching
+from search.cli.recipe import with_recipe
 from search.cli.shared import console, one_line
 from search.errors import SearchInterrupted
 
@@ -49,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
     try:
+        args = with_recipe(parser, args, argv)
         apply_smoke(args)
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from search.cli.recipe import add_recipe_arg
 from search.cli.shared import (
     add_allow_pickle_arg,
     add_eval_window_arg,
@@ -31,6 +32,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     add_allow_pickle_arg(p)
     p.add_argument("--method", choices=METHODS.names(), default="lora",
                    help="PEFT method (default: %(default)s)")
+    add_recipe_arg(p)
     p.add_argument("--fold", type=int, default=None,
                    help="fold manifests: the test fold (default: use the split column)")
     p.add_argument("--dev-fold", type=int, default=None,
@@ -39,20 +41,25 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16,
                    help="clips per batch (default: %(default)s)")
     p.add_argument("--lr", type=float, default=5e-4,
-                   help="AdamW learning rate (default: %(default)s)")
+                   help="learning rate (default: %(default)s)")
     p.add_argument("--weight-decay", type=float, default=0.01,
-                   help="AdamW weight decay (default: %(default)s)")
+                   help="weight decay: decoupled with adamw, an L2 term on the gradient with "
+                   "adam (default: %(default)s)")
     p.add_argument("--schedule", choices=["cosine", "plateau"], default="cosine",
-                   help="cosine: warm-up then cosine decay; plateau: halve the LR when dev UAR "
-                   "stalls (default: %(default)s)")
+                   help="cosine: warm-up then cosine decay; plateau: cut the LR when "
+                   "--plateau-metric stalls (default: %(default)s)")
+    add_optimiser_args(p)
+    p.add_argument("--warmup-ratio", type=float, default=0.1,
+                   help="cosine schedule: fraction of steps of linear warm-up (default: "
+                   "%(default)s)")
+    p.add_argument("--grad-clip", type=float, default=1.0,
+                   help="clip the gradient norm to this (0: off) (default: %(default)s)")
     p.add_argument("--patience", type=int, default=0,
                    help="stop after this many epochs without a better dev UAR (default: 0, off)")
     p.add_argument("--max-seconds", type=float, default=6.0,
-                   help="crop length in seconds: random crops in training, centre crops in "
-                   "dev/test (default: %(default)s)")
-    p.add_argument("--eval-crop", choices=["center", "full"], default="center",
-                   help="dev/test: centre crop of --max-seconds, or the whole clip "
+                   help="crop length in seconds: --crop in training, --eval-crop in dev/test "
                    "(default: %(default)s)")
+    add_crop_args(p)
     add_eval_window_arg(p)
     p.add_argument(
         "--pooling",
@@ -60,12 +67,46 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         default="meanstd",
         help="head pooling over valid frames (default: %(default)s)",
     )
+    add_head_args(p)
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (default: off)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of initialisation, shuffling and crops (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     add_speed_args(p)
     add_method_flags(p)
+
+
+def add_optimiser_args(p: argparse.ArgumentParser) -> None:
+    """``--optimizer``, ``--betas`` and the plateau schedule's flags."""
+    p.add_argument("--optimizer", choices=["adamw", "adam"], default="adamw",
+                   help="adamw (decoupled weight decay) or adam (L2 weight decay, as PEFT-SER) "
+                   "(default: %(default)s)")
+    p.add_argument("--betas", type=float, nargs=2, metavar=("B1", "B2"), default=[0.9, 0.999],
+                   help="Adam(W) moment decay rates, each in [0, 1); PEFT-SER: 0.9 0.98 "
+                   "(default: 0.9 0.999)")
+    p.add_argument("--plateau-metric", choices=["uar", "loss"], default="uar",
+                   help="plateau schedule: follow dev UAR (higher is better) or the dev loss "
+                   "(class-weighted cross-entropy, lower is better) (default: %(default)s)")
+    p.add_argument("--plateau-patience", type=int, default=1,
+                   help="plateau schedule: epochs without improvement before the LR is cut "
+                   "(default: %(default)s)")
+    p.add_argument("--plateau-factor", type=float, default=0.5,
+                   help="plateau schedule: the LR is multiplied by this at each cut, in (0, 1) "
+                   "(default: %(default)s)")
+    p.add_argument("--min-lr", type=float, default=0.0,
+                   help="plateau schedule: never cut the LR below this (default: %(default)s)")
+
+
+def add_head_args(p: argparse.ArgumentParser) -> None:
+    """``--head-layers``, ``--head-width`` and ``--head-dropout`` (beside ``--pooling``)."""
+    p.add_argument("--head-layers", choices=["all", "transformer"], default="all",
+                   help="head's weighted sum over every hidden state (all: the transformer's "
+                   "input too) or the transformer layers' outputs only (as PEFT-SER) "
+                   "(default: %(default)s)")
+    p.add_argument("--head-width", type=int, default=128,
+                   help="width of the head's projection and hidden layer (default: %(default)s)")
+    p.add_argument("--head-dropout", type=float, default=0.1,
+                   help="dropout inside the head, in [0, 1) (default: %(default)s)")
 
 
 def train_config_from_args(args: argparse.Namespace) -> Any:
@@ -84,18 +125,62 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
         batch_size=args.batch_size,
         lr=args.lr,
         weight_decay=args.weight_decay,
+        optimizer=args.optimizer,
+        adam_beta1=args.betas[0],
+        adam_beta2=args.betas[1],
         schedule=args.schedule,
+        plateau_metric=args.plateau_metric,
+        plateau_patience=args.plateau_patience,
+        plateau_factor=args.plateau_factor,
+        min_lr=args.min_lr,
+        grad_clip=args.grad_clip,
+        warmup_ratio=args.warmup_ratio,
         patience=args.patience,
         max_seconds=args.max_seconds,
         eval_crop=args.eval_crop,
+        crop=args.crop,
+        augment=args.augment,
+        augment_p=args.augment_p,
+        noise_snr_min=args.noise_snr[0],
+        noise_snr_max=args.noise_snr[1],
+        timemask_min=args.timemask[0],
+        timemask_max=args.timemask[1],
         eval_max_seconds=args.eval_max_seconds,
         allow_pickle_weights=args.allow_pickle_weights,
         bf16=args.bf16,
         seed=args.seed,
         device=args.device,
-        head=HeadConfig(pooling=args.pooling),
+        head=HeadConfig(
+            proj_dim=args.head_width,
+            pooling=args.pooling,
+            dropout=args.head_dropout,
+            layers=args.head_layers,
+        ),
         **speed_options(args),
     )
+
+
+def add_crop_args(p: argparse.ArgumentParser) -> None:
+    """``--crop``, ``--eval-crop`` and the training augmentation's flags."""
+    p.add_argument("--crop", choices=["random", "center", "first"], default="random",
+                   help="training clips: a random, the centre or the first --max-seconds "
+                   "(PEFT-SER: first) (default: %(default)s)")
+    p.add_argument("--eval-crop", choices=["center", "full", "first"], default="center",
+                   help="dev/test: the centre or the first --max-seconds, or the whole clip "
+                   "(default: %(default)s)")
+    p.add_argument("--augment", default="",
+                   help="training augmentation, a comma list from noise,timemask ('' or none: "
+                   "off); frozen-front-end methods then run the front end on every training "
+                   "step (default: off)")
+    p.add_argument("--augment-p", type=float, default=1.0,
+                   help="probability of each listed augmentation per clip (default: %(default)s)")
+    p.add_argument("--noise-snr", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   default=[10.0, 30.0],
+                   help="noise: SNR range in dB, drawn uniformly (default: 10 30)")
+    p.add_argument("--timemask", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   default=[0.1, 0.15],
+                   help="timemask: fraction of the clip zeroed, drawn uniformly "
+                   "(default: 0.1 0.15)")
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -116,6 +201,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from trainables.train import EpochReport, train
 
     cfg = train_config_from_args(args)
+    if args.recipe:
+        from trainables.recipes import RECIPES
+
+        console.print(f"recipe {args.recipe}: {RECIPES.get(args.recipe).title}; flags given win")
     if cfg.backbone.startswith("tiny-"):
         console.print(
             f"[yellow]backbone {cfg.backbone} is RANDOMLY INITIALISED "

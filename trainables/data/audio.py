@@ -21,8 +21,8 @@ import soxr
 
 logger = logging.getLogger(__name__)
 
-CropMode = Literal["random", "center", "full"]
-CROP_MODES: tuple[str, ...] = ("random", "center", "full")
+CropMode = Literal["random", "center", "first", "full"]
+CROP_MODES: tuple[str, ...] = ("random", "center", "first", "full")
 MAX_AUDIO_SECONDS = 3600.0  # longest clip read whole ("full" crops); longer files are skipped
 RESAMPLE_MARGIN_SECONDS = 0.1  # audio read beyond a window so soxr's filter has its context
 _HEADER_BYTES = 16
@@ -185,12 +185,14 @@ def _read(f: sf.SoundFile, start: int, count: int) -> np.ndarray:
 
 
 def load_window(
-    path: Path | str, target_sr: int, window: int | None = None
+    path: Path | str, target_sr: int, window: int | None = None, first: bool = False
 ) -> tuple[np.ndarray, int]:
-    """Decodes the centre ``window`` samples (at ``target_sr``) of a file, reading no more.
+    """Decodes the centre (``first``: the first) ``window`` samples (at ``target_sr``) of a
+    file, reading no more.
 
     The result equals decoding the whole file, mixing channels by their mean, resampling with
-    soxr ("HQ") when the rate differs and taking ``crop(wave, window, "center")``: exactly when
+    soxr ("HQ") when the rate differs and taking ``crop(wave, window, "center")`` (``first``:
+    ``crop(wave, window, "first")``): exactly when
     no resampling is needed or the clip fits the window, to float rounding (~1e-7) otherwise
     (the window is resampled with :data:`RESAMPLE_MARGIN_SECONDS` of context each side).
 
@@ -199,6 +201,7 @@ def load_window(
         target_sr: Output sample rate in Hz.
         window: Samples to keep, from the centre; None reads the whole clip, which must not be
             longer than :data:`MAX_AUDIO_SECONDS`.
+        first: keep the first ``window`` samples instead of the centre ones.
 
     Returns:
         ``(wave, length)``: the float32 waveform ``(min(length, window),)``, nominally in
@@ -216,7 +219,7 @@ def load_window(
     with open_audio_file(path) as raw:
         try:
             with sf.SoundFile(raw.fileno(), closefd=False) as f:
-                wave, length = _decode(f, path, target_sr, window)
+                wave, length = _decode(f, path, target_sr, window, first)
         except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as exc:
             if isinstance(exc, AudioError):
                 raise
@@ -229,7 +232,7 @@ def load_window(
 
 
 def _decode(
-    f: sf.SoundFile, path: Path | str, target_sr: int, window: int | None
+    f: sf.SoundFile, path: Path | str, target_sr: int, window: int | None, first: bool = False
 ) -> tuple[np.ndarray, int]:
     """The body of :func:`load_window` on an open file."""
     frames, sr = int(f.frames), int(f.samplerate)
@@ -244,7 +247,7 @@ def _decode(
                 f"{MAX_AUDIO_SECONDS:.0f} s (use a centre crop)",
             )
         window = length
-    start = max(0, (length - window) // 2)
+    start = 0 if first else max(0, (length - window) // 2)
     stop = min(length, start + window)
     if sr == target_sr:
         return _read(f, start, stop - start), length
@@ -259,7 +262,9 @@ def _decode(
     return out[start - k0 : stop - k0], length
 
 
-def load_audio(path: Path | str, target_sr: int, window: int | None = None) -> np.ndarray:
+def load_audio(
+    path: Path | str, target_sr: int, window: int | None = None, first: bool = False
+) -> np.ndarray:
     """Decodes a file to mono float32 at ``target_sr`` (see :func:`load_window`).
 
     Args:
@@ -267,6 +272,7 @@ def load_audio(path: Path | str, target_sr: int, window: int | None = None) -> n
         target_sr: Output sample rate in Hz.
         window: Keep only the centre ``window`` samples (and read no more); None: the whole
             clip, at most :data:`MAX_AUDIO_SECONDS` long.
+        first: keep the first ``window`` samples instead of the centre ones.
 
     Returns:
         The waveform, shape ``(samples,)``, float32, nominally in [-1, 1].
@@ -275,7 +281,7 @@ def load_audio(path: Path | str, target_sr: int, window: int | None = None) -> n
         AudioError: If the file is not usable audio (the reason says why).
         ValueError: If ``target_sr`` or ``window`` is not positive.
     """
-    return load_window(path, target_sr, window)[0]
+    return load_window(path, target_sr, window, first=first)[0]
 
 
 def window_starts(length: int, window: int) -> list[int]:
@@ -305,13 +311,13 @@ def crop(
     """Cuts a window of at most ``max_samples`` from a 1-D waveform.
 
     ``random`` draws the window start uniformly (training), ``center`` takes the middle
-    window (evaluation), ``full`` returns the whole clip. Clips no longer than
+    window (evaluation), ``first`` the window at the start, ``full`` returns the whole clip. Clips no longer than
     ``max_samples`` are returned unchanged: padding is the collate function's job.
 
     Args:
         wave: Shape ``(samples,)``.
         max_samples: Window length in samples.
-        mode: ``random``, ``center`` or ``full``.
+        mode: ``random``, ``center``, ``first`` or ``full``.
         rng: Required for ``random`` so crops are reproducible.
 
     Returns:
@@ -329,7 +335,9 @@ def crop(
     length = wave.shape[0]
     if mode == "full" or length <= max_samples:
         return wave
-    if mode == "center":
+    if mode == "first":
+        start = 0
+    elif mode == "center":
         start = (length - max_samples) // 2
     else:
         if rng is None:

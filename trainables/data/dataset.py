@@ -24,6 +24,7 @@ from trainables.data.audio import (
     load_window,
     window_starts,
 )
+from trainables.data.augment import Augmenter
 from trainables.data.manifest import Utterance
 
 BatchT = TypeVar("BatchT")
@@ -118,6 +119,7 @@ def _check_clip_arguments(
     seed: int,
     source_seconds: float,
     eval_max_seconds: float | None,
+    augment: Augmenter | None = None,
 ) -> None:
     """Raises ValueError on :class:`ClipSet` arguments it cannot honour (see its ``__init__``)."""
     if crop_mode not in CROP_MODES:
@@ -129,7 +131,11 @@ def _check_clip_arguments(
             f"got {sample_rate}, {max_seconds}, {source_seconds}, {eval_max_seconds}"
         )
     if eval_max_seconds is not None and crop_mode == "random":
-        raise ValueError("evaluation windows (eval_max_seconds) need crop mode center or full")
+        raise ValueError(
+            "evaluation windows (eval_max_seconds) need crop mode first, center or full"
+        )
+    if eval_max_seconds is not None and augment is not None:
+        raise ValueError("augmentation is for training clips, never evaluation windows")
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
     if len(set(labels)) != len(labels):
@@ -139,7 +145,8 @@ def _check_clip_arguments(
 def _read_samples(
     crop_mode: str, max_seconds: float, source_seconds: float, sample_rate: int
 ) -> int | None:
-    """Samples decoded from the centre of each file for a crop mode; None reads files whole."""
+    """Samples decoded from each file (its centre, or its start for ``first``) for a crop
+    mode; None reads files whole."""
     if crop_mode == "full":
         return None
     seconds = max(source_seconds, max_seconds) if crop_mode == "random" else max_seconds
@@ -149,7 +156,8 @@ def _read_samples(
 class ClipSet(Dataset[Clip]):
     """Utterances decoded into memory once, cropped on access.
 
-    What is read of each file: ``center`` its centre ``max_seconds``; ``random`` (training) its
+    What is read of each file: ``center`` its centre ``max_seconds``; ``first`` its first
+    ``max_seconds`` (PEFT-SER's crop); ``random`` (training) its
     centre ``max(source_seconds, max_seconds)``, inside which the random crops are drawn, like
     the frame windows of the frozen-front-end path (:mod:`trainables.data.frames`), so a long
     clip costs its window, not its length; ``full`` the whole file, at most
@@ -163,6 +171,9 @@ class ClipSet(Dataset[Clip]):
     With ``eval_max_seconds`` (evaluation only), a clip longer than that after its crop is
     split into the windows of :func:`window_starts`; every window is an item whose ``index`` is
     its utterance's position, so a prediction can average the windows of each utterance.
+
+    With an ``augment`` (training only), each item is augmented after its crop with draws from
+    ``(seed, epoch, index)`` (see :mod:`trainables.data.augment`).
 
     Attributes:
         utterances: The kept utterances, in dataset order.
@@ -185,6 +196,7 @@ class ClipSet(Dataset[Clip]):
         seed: int = 0,
         source_seconds: float = TRAIN_SOURCE_SECONDS,
         eval_max_seconds: float | None = None,
+        augment: Augmenter | None = None,
     ) -> None:
         """Decodes every utterance.
 
@@ -193,25 +205,28 @@ class ClipSet(Dataset[Clip]):
             labels: Class names; the position of a label is its class index.
             sample_rate: Target sample rate in Hz.
             max_seconds: Crop window length in seconds (unused for ``full``).
-            crop_mode: ``random`` (training), ``center`` or ``full``.
+            crop_mode: ``random`` (training), ``center``, ``first`` or ``full``.
             seed: Non-negative seed for random crops.
             source_seconds: ``random`` only: the centre stretch read for the random crops
                 (never less than ``max_seconds``).
-            eval_max_seconds: ``center`` / ``full`` only: split longer clips into windows of
+            eval_max_seconds: not for ``random``: split longer clips into windows of
                 this length; None keeps every clip whole.
+            augment: training only: augments every item after its crop; None: no augmentation.
 
         Raises:
             ValueError: On bad arguments, an utterance whose label is not in ``labels``,
                 or when no file could be decoded.
         """
         _check_clip_arguments(
-            labels, sample_rate, max_seconds, crop_mode, seed, source_seconds, eval_max_seconds
-        )
+            labels, sample_rate, max_seconds, crop_mode, seed, source_seconds, eval_max_seconds,
+            augment,
+        )  # fmt: skip
         self.labels: tuple[str, ...] = tuple(labels)
         self.sample_rate = sample_rate
         self.max_samples = max(1, round(max_seconds * sample_rate))
         self.crop_mode: CropMode = crop_mode
         self.seed = seed
+        self.augment = augment
         self.epoch = 0
         self.utterances: list[Utterance] = []
         self.skipped: list[SkippedFile] = []
@@ -234,7 +249,9 @@ class ClipSet(Dataset[Clip]):
             if utt.label not in index:
                 raise ValueError(f"{utt.path}: label {utt.label!r} is not one of {self.labels}")
             try:
-                wave, length = load_window(utt.path, self.sample_rate, read)
+                wave, length = load_window(
+                    utt.path, self.sample_rate, read, first=self.crop_mode == "first"
+                )
             except AudioError as exc:
                 logger.warning("skipping %s", exc)
                 self.skipped.append(SkippedFile(str(utt.path), exc.reason, utt.label))
@@ -298,9 +315,12 @@ class ClipSet(Dataset[Clip]):
         if self.crop_mode == "random":  # one item per utterance: index == owner
             rng = np.random.default_rng((self.seed, self.epoch, index))
             wave = crop(self._waves[owner], self.max_samples, "random", rng)
-        else:  # already cut to the centre crop when decoded
+        else:  # already cut to the centre / first crop when decoded
             wave = self._waves[owner][start:stop]
-        tensor = torch.from_numpy(wave.astype(np.float32) / _INT16_SCALE)  # (samples,)
+        samples = wave.astype(np.float32) / _INT16_SCALE  # (samples,)
+        if self.augment is not None:  # one item per utterance: index == owner
+            samples = self.augment(samples, self.seed, self.epoch, index)
+        tensor = torch.from_numpy(samples)
         return Clip(wave=tensor, label=self.targets[owner], gender=self.genders[owner], index=owner)
 
 

@@ -50,7 +50,7 @@ def key_parts(
         utts: the split's rows; their files' contents are hashed (memoised under
             ``cache_root``).
         extract: the front end and the device it runs on.
-        source: the waveform crop the front end sees (``center`` or ``full``).
+        source: the waveform crop the front end sees (``center``, ``first`` or ``full``).
         seconds: that crop's length and the evaluation-window length (None: no windows).
         cache_dtype: storage dtype of the features.
         cache_root: the cache's folder.

@@ -6,14 +6,22 @@ per-clip log-mel clamp all look at the whole input, so the features of a crop di
 of the clip's features. To make the front end's output cacheable and still draw a fresh random
 crop every epoch, frozen-front-end methods crop in frame space:
 
-* train: the front end runs once on the centre ``source_seconds`` of each clip (default 30 s, so
-  usually the whole clip); each epoch takes a random window of ``frontend_frames(max_seconds)``
-  frames from it, drawn from ``(seed, epoch, index)`` like :class:`ClipSet`'s waveform crops.
-* dev / test: exactly the waveform crop of :class:`ClipSet` (centre ``max_seconds`` or the full
-  clip), front end on it, all frames kept: the same numbers as the uncropped-in-frames path,
+* train, ``crop="random"``: the front end runs once on the centre ``source_seconds`` of each
+  clip (default 30 s, so usually the whole clip); each epoch takes a random window of
+  ``frontend_frames(max_seconds)`` frames from it, drawn from ``(seed, epoch, index)`` like
+  :class:`ClipSet`'s waveform crops.
+* train, ``crop="center"`` or ``"first"`` (deterministic): exactly the waveform crop of
+  :class:`ClipSet` (the centre or the first ``max_seconds``), front end on it, all frames kept,
+  no random window: the same numbers as the waveform path.
+* dev / test: exactly the waveform crop of :class:`ClipSet` (centre or first ``max_seconds``, or
+  the full clip), front end on it, all frames kept: the same numbers as the waveform path,
   export and ``predict``. A clip longer than ``eval_max_seconds`` after its crop is split into
   the evaluation windows of :class:`ClipSet`; each window is a separate front-end input (and
   cache item) and :attr:`FrameSet.owners` maps the items to their utterances.
+
+The waveform crop the front end sees (``center``, ``first`` or ``full``, and its length) is part
+of the cache key, so an entry built for one crop is never read for another. Augmented training
+clips never come this way (:mod:`trainables.data.augment`).
 
 The features come either from the on-disk cache (:mod:`trainables.data.cache`; a split's entry
 is described in :mod:`trainables.data.frame_cache`) or are computed on every access
@@ -181,15 +189,15 @@ class FrameCrop:
     """The crop policy of one split.
 
     Attributes:
-        source: waveform crop the front end sees, ``center`` (centre ``source_seconds``) or
-            ``full``.
+        source: waveform crop the front end sees, ``center`` (centre ``source_seconds``),
+            ``first`` (first ``source_seconds``) or ``full``.
         source_seconds: length of the centre crop.
         window_seconds: training window, converted to frames; None keeps all frames.
         eval_max_seconds: dev / test: split longer clips into evaluation windows of this
             length (see :class:`ClipSet`); None keeps clips whole.
     """
 
-    source: Literal["center", "full"]
+    source: Literal["center", "first", "full"]
     source_seconds: float
     window_seconds: float | None = None
     eval_max_seconds: float | None = None

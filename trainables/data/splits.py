@@ -1,12 +1,15 @@
 """A run's train / dev / test data and loaders: waveform clips or frozen front-end frames.
 
-Methods that train the front end (``full``) get :class:`ClipSet` waveforms with random waveform
-crops. Every other method gets :class:`FrameSet` frame features (crop policy in
-:mod:`trainables.data.frames`), memory-mapped from the feature cache when it is on.
+Methods that train the front end (``full``) get :class:`ClipSet` waveforms with waveform crops.
+Every other method gets :class:`FrameSet` frame features (crop policy in
+:mod:`trainables.data.frames`), memory-mapped from the feature cache when it is on; with
+training augmentation its training split alone is a :class:`ClipSet` of augmented waveforms
+(:mod:`trainables.data.augment`), and each loader collates its split by its kind.
 
-Both paths read the same audio: training clips are read over their centre
-``max(frontend_max_seconds, max_seconds)`` (random crops are drawn inside it), dev / test clips
-over their ``eval_crop`` (centre ``max_seconds`` or whole), split into evaluation windows of
+Both paths read the same audio: training clips with ``crop="random"`` are read over their centre
+``max(frontend_max_seconds, max_seconds)`` (random crops are drawn inside it), with ``center`` /
+``first`` over their centre / first ``max_seconds``; dev / test clips over their ``eval_crop``
+(centre or first ``max_seconds``, or whole), split into evaluation windows of
 ``eval_max_seconds`` when longer (predictions average each utterance's windows).
 """
 
@@ -20,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from trainables.backbones import Backbone
 from trainables.config import TrainConfig
+from trainables.data.augment import Augmenter
 from trainables.data.bucketing import BucketBatchSampler
 from trainables.data.cache import FeatureCache, default_cache_dir
 from trainables.data.checks import decode_warnings, require_train_classes
@@ -43,6 +47,10 @@ DataSet = ClipSet | FrameSet
 class Splits:
     """A run's three splits.
 
+    Attributes:
+        train_bypassed_cache: the training split of a frozen-front-end method was loaded as
+            augmented waveforms instead of from the (enabled) feature cache.
+
     Raises:
         ValueError: (on construction) if a class has no decodable training file left.
     """
@@ -51,6 +59,7 @@ class Splits:
     dev: DataSet
     test: DataSet
     labels: list[str]
+    train_bypassed_cache: bool = False
 
     def __post_init__(self) -> None:
         require_train_classes(self.train, self.labels)
@@ -76,7 +85,8 @@ class Splits:
 
     @property
     def frames(self) -> bool:
-        """True for frame features (frozen front end), False for waveforms."""
+        """True when the training split is frame features (frozen front end, no augmentation),
+        False for waveforms (dev / test may still be frames: see :func:`make_loaders`)."""
         return isinstance(self.train, FrameSet)
 
 
@@ -88,27 +98,32 @@ def load_splits(
 ) -> Splits:
     """Waveform splits: decodes the audio of the partition once (bad files are skipped).
 
-    Training clips are read over their centre ``max(frontend_max_seconds, max_seconds)``, like
-    the frame path's, so both paths crop from the same audio. ``max_input_seconds`` is the
+    Training clips are read as :func:`train_clips` says (for ``crop="random"`` over their centre
+    ``max(frontend_max_seconds, max_seconds)``, like the frame path's), so both paths crop from
+    the same audio. ``max_input_seconds`` is the
     longest input the backbone accepts (Whisper: 30 s): evaluation windows never exceed it.
     """
     part = part or partition(cfg.manifest, fold=cfg.fold, dev_fold=cfg.dev_fold)
     labels = list(part.labels)
     window = min(cfg.eval_max_seconds, max_input_seconds or cfg.eval_max_seconds)
 
-    def make(utts: tuple, crop: str) -> ClipSet:
-        windows = None if crop == "random" else window
+    def make(utts: tuple) -> ClipSet:
         return ClipSet(
-            utts, labels, sample_rate, cfg.max_seconds, crop, seed=cfg.seed,
-            source_seconds=cfg.frontend_max_seconds, eval_max_seconds=windows,
+            utts, labels, sample_rate, cfg.max_seconds, cfg.eval_crop, seed=cfg.seed,
+            eval_max_seconds=window,
         )  # fmt: skip
 
-    return Splits(
-        make(part.train, "random"),
-        make(part.dev, cfg.eval_crop),
-        make(part.test, cfg.eval_crop),
-        labels,
-    )
+    train = train_clips(cfg, part.train, labels, sample_rate)
+    return Splits(train, make(part.dev), make(part.test), labels)
+
+
+def train_clips(cfg: TrainConfig, utts: tuple, labels: list[str], sample_rate: int) -> ClipSet:
+    """The training split as waveforms: ``cfg.crop`` of ``max_seconds``, augmented when
+    ``cfg.augment`` is set; one item per utterance (no evaluation windows)."""
+    return ClipSet(
+        utts, labels, sample_rate, cfg.max_seconds, cfg.crop, seed=cfg.seed,
+        source_seconds=cfg.frontend_max_seconds, augment=Augmenter.from_config(cfg),
+    )  # fmt: skip
 
 
 def feature_cache(cfg: TrainConfig) -> FeatureCache | None:
@@ -121,7 +136,11 @@ def feature_cache(cfg: TrainConfig) -> FeatureCache | None:
 def load_frame_splits(
     cfg: TrainConfig, backbone: Backbone, part: Partition | None = None
 ) -> Splits:
-    """Frame-feature splits of a frozen front end, cached or computed live (same numbers)."""
+    """Frame-feature splits of a frozen front end, cached or computed live (same numbers).
+
+    With ``cfg.augment`` the training split is augmented waveforms instead (the front end runs
+    on every step; nothing of it is cached), dev / test stay frame features.
+    """
     part = part or partition(cfg.manifest, fold=cfg.fold, dev_fold=cfg.dev_fold)
     labels = list(part.labels)
     extract = FrontendExtractor(backbone, cfg.device)
@@ -129,16 +148,23 @@ def load_frame_splits(
     if cache is not None and backbone.frontend_settings().get("dither", 0.0):
         log.warning("front end adds random dither; its output is not cached")
         cache = None
-    source = max(cfg.frontend_max_seconds, cfg.max_seconds)
-    train_crop = FrameCrop("center", source, cfg.max_seconds)
+    if cfg.crop == "random":  # random windows in frame space over the centre source
+        source = max(cfg.frontend_max_seconds, cfg.max_seconds)
+        train_crop = FrameCrop("center", source, cfg.max_seconds)
+    else:  # exactly the waveform crop, all frames
+        train_crop = FrameCrop(cfg.crop, cfg.max_seconds)
     eval_crop = FrameCrop(cfg.eval_crop, cfg.max_seconds, eval_max_seconds=cfg.eval_max_seconds)
 
     def make(utts: tuple, crop: FrameCrop) -> FrameSet:
         return load_frame_set(utts, labels, extract, crop, cfg.seed, cache, cfg.feature_cache_dtype)
 
-    return Splits(
-        make(part.train, train_crop), make(part.dev, eval_crop), make(part.test, eval_crop), labels
-    )
+    if cfg.augment:
+        train: DataSet = train_clips(cfg, part.train, labels, backbone.sample_rate)
+    else:
+        train = make(part.train, train_crop)
+    dev, test = make(part.dev, eval_crop), make(part.test, eval_crop)
+    bypassed = bool(cfg.augment) and cache is not None
+    return Splits(train, dev, test, labels, train_bypassed_cache=bypassed)
 
 
 def loader_workers(cfg: TrainConfig, data: DataSet) -> int:
@@ -159,11 +185,12 @@ def loader_workers(cfg: TrainConfig, data: DataSet) -> int:
 
 
 def make_loaders(cfg: TrainConfig, splits: Splits) -> dict[str, DataLoader]:
-    """Train / dev / test loaders: length-bucketed when ``cfg.bucketing``."""
-    collate_fn = collate_frames if splits.frames else collate
+    """Train / dev / test loaders: length-bucketed when ``cfg.bucketing``; each split is
+    collated by its kind (frame features or waveforms)."""
     out: dict[str, DataLoader] = {}
     for name in ("train", "dev", "test"):
         data = getattr(splits, name)
+        collate_fn = collate_frames if isinstance(data, FrameSet) else collate
         workers = loader_workers(cfg, data)
         common = dict(collate_fn=collate_fn, num_workers=workers, pin_memory=False)
         if cfg.bucketing:
