@@ -4,7 +4,7 @@ Every builder writes real file names and label formats with short generated audi
 16-bit, at the corpus's native rate) under ``root`` and plants the known traps: IEMOCAP's male
 utterance in a dialog named F, annotator subfolders and an AppleDouble ``._`` file; MSP-Podcast's
 O/X classes, unknown gender, withheld Test3 labels and old/new file names; MSP-Improv's
-``Evalution.txt`` spelling; CREMA-D's empty ``1076_MTI_SAD_XX.wav`` and tied voice votes;
+``Evalution.txt`` spelling; CREMA-D's empty ``1076_MTI_SAD_XX.wav`` and tied votes;
 RAVDESS's odd/even actor genders. Each tree also holds one malformed label entry and one label
 naming missing audio. The builders are deterministic.
 """
@@ -173,8 +173,12 @@ CREMA_ACTORS: dict[str, tuple[int, str, str, str]] = {
     "1076": (25, "Female", "Caucasian", "Not Hispanic"),
 }
 CREMA_EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
-# Voice votes that differ from the intended emotion (clip -> vote); the rest agree.
+# Votes that differ from the intended emotion (clip -> vote); the rest agree. 1001_DFA_ANG_XX
+# gets three labels (file name angry, voice disgusted, multimodal fearful); each vote has a tie
+# that the other labels as usual. FaceVote always agrees with the file name, so reading it in
+# place of another vote shows.
 CREMA_VOTES: dict[str, str] = {"1001_DFA_ANG_XX": "D", "1002_IEO_HAP_HI": "A:D"}
+CREMA_MULTIMODAL: dict[str, str] = {"1001_DFA_ANG_XX": "F", "1003_DFA_SAD_XX": "N:S"}
 
 
 def crema_d(root: Path) -> Path:
@@ -187,8 +191,11 @@ def crema_d(root: Path) -> Path:
         clips = [f"{actor}_DFA_{e}_XX" for e in CREMA_EMOTIONS] + [f"{actor}_IEO_HAP_HI"]
         for clip in clips:
             wav(root / "AudioWAV" / f"{clip}.wav", 16000)
-            vote = CREMA_VOTES.get(clip, clip.split("_")[2][0])
-            table.append(f'"{len(table)}","{clip}","{vote}","60.5","{vote}","70","{vote}","65"')
+            face = clip.split("_")[2][0]
+            vote, both = CREMA_VOTES.get(clip, face), CREMA_MULTIMODAL.get(clip, face)
+            levels = ["30.5:30.5" if ":" in v else n for v, n in ((vote, "60.5"), (both, "65"))]
+            table.append(f'"{len(table)}","{clip}","{vote}","{levels[0]}","{face}","70",'
+                         f'"{both}","{levels[1]}"')
     wav(root / "AudioWAV" / "1076_MTI_SAD_XX.wav", 16000, seconds=0.0)  # empty in the release
     table.append(f'"{len(table)}","1076_MTI_SAD_XX","S","50","S","50","S","50"')
     wav(root / "AudioWAV" / "1001_DFA_ANG.wav", 16000)  # malformed name

@@ -132,6 +132,25 @@ def test_prepare_then_train_on_a_fold(tmp_path: Path, capsys) -> None:
     assert result["config"]["fold"] == 1
 
 
+def test_prepare_crema_d_with_multimodal_labels(tmp_path: Path, capsys) -> None:
+    """`emotune prepare crema-d --labels multimodal` labels clips by MultiModalVote."""
+    from corpus_fixtures import build_fixture
+
+    from trainables.data.manifest import read_manifest
+
+    root = build_fixture("crema-d", tmp_path / "CREMA-D")
+    manifest = tmp_path / "crema.parquet"
+    assert main(["prepare", "crema-d", "--root", str(root), "--out", str(manifest),
+                 "--classes", "all", "--labels", "multimodal"]) == 0
+    err = " ".join(capsys.readouterr().err.split())  # the console may wrap long lines
+    assert "multimodal vote tied" in err and "MultiModalVote" in err
+    rows = read_manifest(manifest).to_pandas().set_index("root_relative_path")
+    clip = rows.loc["AudioWAV/1001_DFA_ANG_XX.wav"]
+    assert (clip["label"], clip["intended_emotion"], clip["multimodal_level"]) == (
+        "fearful", "angry", "65")  # fmt: skip
+    assert "AudioWAV/1003_DFA_SAD_XX.wav" not in rows.index  # its MultiModalVote is N:S
+
+
 def test_prepare_wrong_root_is_a_clear_error(tmp_path: Path, capsys) -> None:
     code = main(["prepare", "ravdess", "--root", str(tmp_path), "--out",
                  str(tmp_path / "m.parquet")])
@@ -244,7 +263,8 @@ def test_every_corpus_option_has_a_prepare_flag() -> None:
         "CREMA-D / RAVDESS: number of speaker-independent actor folds "
         "(default: CREMA-D 5, RAVDESS 6)"
     )
-    assert flags["--labels"].choices == ("filename", "voice")
+    assert flags["--labels"].choices == ("filename", "voice", "multimodal")
+    assert "multimodal (MultiModalVote" in flags["--labels"].help
     assert flags["--song"].help == "RAVDESS: include the song recordings (default: off)"
 
 

@@ -188,6 +188,57 @@ def test_crema_d_labels_gender_and_empty_file(roots: dict[str, Path], tmp_path: 
     assert voice.groupby("speaker")["fold"].first().equals(fold_of)  # folds ignore labels
 
 
+def test_crema_d_label_sources_filename_voice_and_multimodal_differ(
+    roots: dict[str, Path], tmp_path: Path
+) -> None:
+    """The three label sources read three columns; each vote keeps its own level column."""
+    root = roots["crema-d"]
+    frames, texts = {}, {}
+    for source in ("filename", "voice", "multimodal"):
+        frame, texts[source] = _run("crema-d", root, tmp_path / f"{source}.parquet", "all",
+                                    labels=source)
+        frames[source] = _by_file(frame)
+    labels = {s: f.loc["1001_DFA_ANG_XX", "label"] for s, f in frames.items()}
+    assert labels == {"filename": "angry", "voice": "disgusted", "multimodal": "fearful"}
+    both = frames["multimodal"]
+    assert both.loc["1001_DFA_ANG_XX", "multimodal_level"] == "65"  # MultiModalLevel
+    assert both.loc["1001_DFA_ANG_XX", "intended_emotion"] == "angry"
+    assert "voice_level" not in both.columns and "multimodal_level" not in frames["voice"]
+    assert frames["voice"].loc["1001_DFA_ANG_XX", "voice_level"] == "60.5"
+    assert not {"voice_level", "multimodal_level"} & set(frames["filename"].columns)
+    # Each vote's tie is skipped with its reason; the other vote labels that clip.
+    assert "multimodal vote tied  (e.g. 1003_DFA_SAD_XX)" in texts["multimodal"]
+    assert "1003_DFA_SAD_XX" not in both.index
+    assert frames["voice"].loc["1003_DFA_SAD_XX", "label"] == "sad"
+    assert both.loc["1002_IEO_HAP_HI", "label"] == "happy"
+    assert "1002_IEO_HAP_HI" not in frames["voice"].index
+    assert "audio-visual majority vote (MultiModalVote" in texts["multimodal"]
+    folds = {s: f.groupby("speaker")["fold"].first() for s, f in frames.items()}
+    assert all(f.equals(folds["filename"]) for f in folds.values())  # folds ignore labels
+    four, text = _run("crema-d", root, tmp_path / "four.parquet", labels="multimodal")
+    assert set(four["label"]) == {"neutral", "happy", "angry", "sad"}
+    assert "11  class 'F' (fearful) not in --classes 4  (e.g. 1001_DFA_ANG_XX," in text
+
+
+def test_crema_d_vote_table_errors_name_file_and_column(
+    roots: dict[str, Path], tmp_path: Path
+) -> None:
+    crema = shutil.copytree(roots["crema-d"], tmp_path / "crema")
+    table = crema / "processedResults" / "summaryTable.csv"
+    pd.read_csv(table, dtype=str).drop(columns="MultiModalVote").to_csv(table, index=False)
+    out = tmp_path / "c.parquet"
+    with pytest.raises(ValueError, match=r"summaryTable.csv lacks the column\(s\) MultiModalVote;"):
+        prepare_corpus("crema-d", crema, out, labels="multimodal")
+    assert not out.exists()
+    voice, _ = _run("crema-d", crema, out, "all", labels="voice")  # its columns are all there
+    assert _by_file(voice).loc["1001_DFA_ANG_XX", "label"] == "disgusted"
+    table.unlink()
+    with pytest.raises(FileNotFoundError, match="labels='multimodal' needs processedResults/"):
+        prepare_corpus("crema-d", crema, tmp_path / "m.parquet", labels="multimodal")
+    with pytest.raises(ValueError, match="labels must be one of filename, voice, multimodal"):
+        prepare_corpus("crema-d", crema, tmp_path / "m.parquet", labels="face")
+
+
 def test_ravdess_gender_parity_folds_and_song(roots: dict[str, Path], tmp_path: Path) -> None:
     root = roots["ravdess"]
     table, text = _run("ravdess", root, tmp_path / "r.parquet")
