@@ -31,7 +31,7 @@ Best dev `{metric}` ({direction} is better) among the {candidates} COMPLETE tria
 {trials}; parameter budget: {budget}; ties go to fewer trainable parameters. Test metrics were
 not used. Trial `{trial_id}` (number {number}) of the search `{search_file}`, MLflow run
 `{run_id}`.
-
+{nested_section}
 ## Usage (`DIR` is this folder)
 
 ```bash
@@ -43,6 +43,16 @@ from trainables.export import load_adapter
 loaded = load_adapter("DIR")  # .model, .labels, .meta
 ```
 """
+_CARD_NESTED = """
+## Cross-validated test estimate (`--folds all`)
+
+The honest estimate for this search is the nested one: test UAR **{nested}** (std {std} over
+{n_folds} folds). For each test fold K it takes the trial whose run on fold K has the best dev
+UAR (dev = the next fold; fold K neither trained nor chose it) and counts that run's fold-K test
+UAR. The test UAR in the table above, {own}, is this trial's own mean over folds: the trial was
+chosen on dev scores of every fold, each fold's test data being another fold's dev data, so
+that figure is optimistic, like the mean test UAR of the best mean-dev trial (leaky: {leaky}).
+"""
 _CARD_MLFLOW = """
 MLflow: `mlflow.pyfunc.load_model("models:/{name}@{alias}")` predicts a DataFrame with a
 `path` column.
@@ -51,6 +61,19 @@ MLflow: `mlflow.pyfunc.load_model("models:/{name}@{alias}")` predicts a DataFram
 
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _nested_section(nested: dict[str, Any] | None, test: dict[str, Any]) -> str:
+    """The card's ``--folds all`` section: the nested estimate beside the trial's own mean."""
+    if not nested:
+        return ""
+    return _CARD_NESTED.format(
+        nested=_fmt(nested.get("nested_test_uar")),
+        std=_fmt(nested.get("nested_test_uar_std")),
+        n_folds=nested.get("n_folds"),
+        own=_fmt(test.get("uar")),
+        leaky=_fmt(nested.get("leaky_best_mean_test_uar")),
+    )
 
 
 def model_card(facts: dict[str, Any], alias: str) -> str:
@@ -86,6 +109,7 @@ def model_card(facts: dict[str, Any], alias: str) -> str:
         number=trial.get("number"),
         search_file=facts["search_file"],
         run_id=trial.get("mlflow_run_id"),
+        nested_section=_nested_section(facts.get("nested_cv"), test),
     )
     card += METHODS.get(meta["method"]).card_usage  # the method's own files, if any
     if facts.get("registered_model"):

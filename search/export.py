@@ -130,6 +130,7 @@ def _facts(
             raise FileNotFoundError(f"trial {trial['trial_id']}: {adapter / name} is missing")
     obj = export_objective(objective)
     dataset = str(search.get("dataset") or folder.name)
+    nested = search.get("nested_cv")
     return {
         "dataset": dataset,
         "model_name": model_name(dataset),
@@ -144,6 +145,8 @@ def _facts(
         "source_adapter": str(adapter),
         "adapter_meta": _adapter_meta(adapter / CONFIG_FILE),
         "trial": {k: v for k, v in trial.items() if k != "history"},
+        # --folds all: the honest estimate of the search (the model card says which is which)
+        "nested_cv": {k: v for k, v in nested.items() if k != "trials"} if nested else None,
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "registered_model": None,
         "registered_version": None,
@@ -192,7 +195,8 @@ def _plan(
     for folder in folders:
         search = json.loads((folder / SEARCH_FILE).read_text())
         try:
-            trial = select_best(search.get("trials", []), objective, max_params)
+            folds = (search.get("nested_cv") or {}).get("cv_folds")  # only full-CV trials
+            trial = select_best(search.get("trials", []), objective, max_params, folds)
         except ValueError as err:
             raise ValueError(f"{folder / SEARCH_FILE}: {err}") from err
         plans.append((search, _facts(root, folder, search, trial, objective, max_params)))

@@ -44,6 +44,9 @@ class TrialRecord:
     node: str | None = None
     error: str | None = None
     warnings: list[str] = field(default_factory=list)  # the run's data warnings (result.json)
+    # --folds all: each finished fold's {"fold", "dev", "test"} summaries (a trial stopped
+    # early keeps the folds it finished); None for a single-split search.
+    folds: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -70,8 +73,16 @@ class TrialRecord:
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
-        """Returns a JSON-serialisable dict (the inverse of :meth:`from_dict`)."""
-        return asdict(self)
+        """Returns a JSON-serialisable dict (the inverse of :meth:`from_dict`); ``folds`` is
+        left out when None, so a single-split search's records read as before."""
+        data = asdict(self)
+        if data["folds"] is None:
+            del data["folds"]
+        return data
+
+    def finished_folds(self) -> list[int]:
+        """The folds this trial finished (``[]`` for a single-split search)."""
+        return [int(f["fold"]) for f in self.folds or []]
 
 
 def check_objectives(objectives: Sequence[str]) -> list[str]:
@@ -211,7 +222,9 @@ def _param_column(values: list[Any]) -> list[Any]:
     return [None if v is None else (v if isinstance(v, str) else json.dumps(v)) for v in values]
 
 
-def front_table(trials: Sequence[TrialRecord], objectives: Sequence[str]) -> pd.DataFrame:
+def front_table(
+    trials: Sequence[TrialRecord], objectives: Sequence[str], folds: Sequence[int] | None = None
+) -> pd.DataFrame:
     """One row per COMPLETE trial, with a ``pareto`` column for the non-dominated ones.
 
     Columns: trial_id, number, method, params (JSON), param_<name> for every sampled
@@ -222,12 +235,17 @@ def front_table(trials: Sequence[TrialRecord], objectives: Sequence[str]) -> pd.
     Args:
         trials: Every trial of the search.
         objectives: Objective names among :data:`trainables.objectives.OBJECTIVES`.
+        folds: ``--folds all``: every fold of the search. Only trials that finished all of
+            them are rows (means over different folds are not comparable); a trial stopped
+            early is never COMPLETE, this also holds if a record says otherwise.
 
     Returns:
         The table (empty, with the same columns, when nothing completed).
     """
     names = check_objectives(objectives)
     done = [t for t in trials if t.state == "COMPLETE"]
+    if folds is not None:
+        done = [t for t in done if set(folds) <= set(t.finished_folds())]
     param_names = sorted({k for t in done for k in t.params})
     rows: dict[str, list[Any]] = {
         "trial_id": [t.trial_id for t in done],

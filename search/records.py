@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.pareto import TrialRecord
-from trainables.result import RESULT_FILE, SUMMARY_KEYS, RunResult
+from trainables.result import RESULT_FILE, SUMMARY_KEYS, RunResult, folds_from_report
 
 if TYPE_CHECKING:  # the CLI reads failure_lines without importing Ray or MLflow
     from ray.tune import Result
@@ -51,7 +51,9 @@ def record_of(
     """The record of a finished trial whose final checkpoint (if any) was fetched to ``folder``.
 
     A trial is COMPLETE only when its last report was final and its result reached the driver;
-    a trial stopped early by the scheduler is PRUNED; one that raised is FAILED.
+    a trial stopped early by the scheduler is PRUNED; one that raised is FAILED. A
+    cross-validated trial's ``folds`` come from its ``result.json`` when COMPLETE, else from
+    the per-fold keys of its last report (the folds it finished before it stopped).
     """
     last = last or {}
     params = {k: v for k, v in config.items() if not k.startswith("_")}
@@ -71,6 +73,7 @@ def record_of(
         adapter_dir=None,
         node=_node(last),
         error=error,
+        folds=folds_from_report(last) or None,
     )
 
 
@@ -99,6 +102,7 @@ def _complete(
         node=node,
         error=None,
         warnings=[str(w) for w in result.warnings or []],
+        folds=result.folds,
     )
 
 
@@ -149,7 +153,9 @@ def search_summary(
     parent: str,
 ) -> dict[str, Any]:
     """A dataset's ``search.json`` (but its ``timing``): the search, its front (``front`` from
-    :meth:`~search.tracking.SearchTracker.finish_parent`), its MLflow runs and every trial."""
+    :meth:`~search.tracking.SearchTracker.finish_parent`), with ``--folds all`` its
+    ``nested_cv`` block (:func:`search.nested.nested_cv`), its MLflow runs and every trial."""
+    nested = {"nested_cv": front["nested_cv"]} if front.get("nested_cv") is not None else {}
     return {
         "dataset": dataset,
         "manifest": str(manifest.resolve()),
@@ -157,6 +163,7 @@ def search_summary(
         "objectives": list(settings.objectives),
         "hypervolume": front["hypervolume"],
         "front": front["front"],
+        **nested,
         "mlflow": {
             "tracking_uri": tracker.tracking_uri,
             "experiment_id": tracker.experiment_id,

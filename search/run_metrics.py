@@ -11,6 +11,7 @@ from typing import Any
 
 from mlflow.entities import Metric
 
+from search.nested import nested_run_metrics
 from search.pareto import TrialRecord
 
 # Per-epoch dev/test curves live under this prefix so that the bare names (dev_uar, ...) hold
@@ -46,7 +47,8 @@ def _epoch_metrics(entry: Mapping[str, Any], now: int) -> list[Metric]:
 
 
 def trial_metrics(trial: TrialRecord) -> list[Metric]:
-    """Per-epoch curves (step = epoch) and final values (step 0) of one trial."""
+    """Per-epoch curves (step = epoch), final values (step 0) and, cross-validated, each
+    finished fold's ``fold/dev_uar`` and ``fold/test_uar`` (step = fold) of one trial."""
     now = _now()
     metrics = [m for entry in trial.history for m in _epoch_metrics(entry, now)]
     finals: dict[str, Any] = {
@@ -61,6 +63,11 @@ def trial_metrics(trial: TrialRecord) -> list[Metric]:
         value = _numeric(raw)
         if value is not None:
             metrics.append(Metric(key, value, now, 0))
+    for fold in trial.folds or []:  # --folds all: each finished fold's UAR at step = fold
+        for split in ("dev", "test"):
+            value = _numeric((fold.get(split) or {}).get("uar"))
+            if value is not None:
+                metrics.append(Metric(f"fold/{split}_uar", value, now, int(fold["fold"])))
     return metrics
 
 
@@ -83,3 +90,9 @@ def timing_metrics(timing: Mapping[str, float]) -> list[Metric]:
     """A search's ``timing`` (see :func:`search.records.search_timing`) as ``timing_<key>``."""
     now = _now()
     return [Metric(f"timing_{k}", float(v), now, 0) for k, v in timing.items()]
+
+
+def nested_metrics(block: Mapping[str, Any]) -> list[Metric]:
+    """A ``nested_cv`` block's parent metrics (:func:`search.nested.nested_run_metrics`)."""
+    now = _now()
+    return [Metric(k, v, now, 0) for k, v in nested_run_metrics(dict(block)).items()]

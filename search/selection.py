@@ -38,12 +38,17 @@ def _dev_value(trial: dict[str, Any], objective: Objective) -> float | None:
 
 
 def select_best(
-    trials: list[dict[str, Any]], objective: str = "uar", max_params: int | None = None
+    trials: list[dict[str, Any]],
+    objective: str = "uar",
+    max_params: int | None = None,
+    folds: list[int] | None = None,
 ) -> dict[str, Any]:
     """Chooses the trial to export from dev metrics only.
 
     Candidates are COMPLETE trials with an ``adapter_dir`` and a finite dev value of the
-    objective, with ``trainable_params <= max_params`` when a budget is given. The best has the
+    objective, with ``trainable_params <= max_params`` when a budget is given, and with
+    ``folds`` (``--folds all``: the search's folds) only those whose ``folds`` list every one
+    of them, so means over different folds are never compared. The best has the
     best dev value in the objective's sense (highest dev UAR, WA or macro-F1, lowest dev
     per-gender UAR gap for ``fairness``: see :func:`export_objectives`); ties go to fewer
     trainable parameters, then to the earlier trial. Test metrics are never read.
@@ -53,12 +58,16 @@ def select_best(
     """
     obj = export_objective(objective)
     complete = [t for t in trials if t.get("state") == "COMPLETE" and t.get("adapter_dir")]
+    if folds is not None:
+        complete = [t for t in complete if set(folds) <= {f["fold"] for f in t.get("folds") or []}]
     if not complete:
         states: dict[str, int] = {}
         for t in trials:
             states[str(t.get("state"))] = states.get(str(t.get("state")), 0) + 1
+        every = "" if folds is None else f" that finished every fold {list(folds)}"
         raise ValueError(
-            f"no COMPLETE trial with an adapter among {len(trials)} trial(s) (states: {states})"
+            f"no COMPLETE trial with an adapter{every} among {len(trials)} trial(s) "
+            f"(states: {states})"
         )
     scored = [t for t in complete if _dev_value(t, obj) is not None]
     if not scored:

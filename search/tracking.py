@@ -20,8 +20,9 @@ from mlflow.entities import Param, Run, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
 from search.figures import front_figures, write_front
+from search.nested import nested_cv
 from search.pareto import TrialRecord, front_hypervolume, front_table
-from search.run_metrics import front_metrics, timing_metrics, trial_metrics
+from search.run_metrics import front_metrics, nested_metrics, timing_metrics, trial_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -324,6 +325,7 @@ class SearchTracker:
         trials: Sequence[TrialRecord],
         objectives: Sequence[str],
         out_dir: Path,
+        folds: Sequence[int] | None = None,
     ) -> dict[str, Any]:
         """Computes the front, tags children, logs the front artifacts and ends the parent.
 
@@ -331,14 +333,16 @@ class SearchTracker:
         ``pareto`` = ``true``/``false``. The parent gets artifacts ``pareto/pareto.{csv,
         parquet,png,html}`` (also written to ``out_dir``), metrics ``hypervolume`` (step = number
         of trials), ``n_trials``, ``n_complete``, ``n_pruned``, ``n_failed``, ``n_pareto`` and
-        ends FINISHED.
+        ends FINISHED. With ``folds`` (``--folds all``) only trials that finished every fold
+        are on the front, and the nested estimate is logged (:meth:`_log_nested`).
 
         Returns:
-            ``{"hypervolume": float, "front": [trial ids], "files": {ext: Path}}``.
+            ``{"hypervolume": float, "front": [trial ids], "files": {ext: Path}}``, plus
+            ``"nested_cv"`` (:func:`search.nested.nested_cv`) with ``folds``.
         """
         objectives = list(objectives)
         child = self._child_runs(parent_id, trials)
-        df = front_table(trials, objectives)
+        df = front_table(trials, objectives, folds)
         for trial_id, on_front in zip(df["trial_id"], df["pareto"]):
             self.client.set_tag(child[trial_id], "pareto", "true" if on_front else "false")
         files = write_front(df, front_figures(df, objectives), Path(out_dir))
@@ -351,6 +355,7 @@ class SearchTracker:
             RunTag("emotune.front", _clip(json.dumps(front), MAX_TAG_CHARS)),
         ]
         self.client.log_batch(parent_id, metrics=front_metrics(trials, hv, len(front)), tags=tags)
+        nested = None if folds is None else self._log_nested(parent_id, nested_cv(trials, folds))
         self.client.set_terminated(parent_id, "FINISHED")
         logger.info(
             "search finished: %d trials, %d on the front, hypervolume %.4f",
@@ -358,7 +363,17 @@ class SearchTracker:
             len(front),
             hv,
         )
-        return {"hypervolume": hv, "front": front, "files": files}
+        out = {"hypervolume": hv, "front": front, "files": files}
+        return out if nested is None else {**out, "nested_cv": nested}
+
+    def _log_nested(self, parent_id: str, block: dict[str, Any]) -> dict[str, Any]:
+        """Logs a ``nested_cv`` block on the parent: :func:`search.nested.nested_run_metrics`,
+        tag ``emotune.nested_cv_trials`` (fold -> chosen trial) and ``nested_cv.json``."""
+        chosen = {str(f["fold"]): f["trial_id"] for f in block["per_fold"]}
+        tag = RunTag("emotune.nested_cv_trials", _clip(json.dumps(chosen), MAX_TAG_CHARS))
+        self.client.log_batch(parent_id, metrics=nested_metrics(block), tags=[tag])
+        self.client.log_dict(parent_id, block, "nested_cv.json")
+        return block
 
     def _child_runs(self, parent_id: str, trials: Sequence[TrialRecord]) -> dict[str, str]:
         """Trial id -> its child run id, logging the trials that have none yet."""

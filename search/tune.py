@@ -231,7 +231,8 @@ def run_dataset(
     records, reports = collect_records(
         grid, trials_dir, numbers, partial(tracker.log_trial, parent)
     )
-    summary = tracker.finish_parent(parent, records, list(settings.objectives), folder)
+    folds = fold_values(manifest) if settings.all_folds else None  # as the trials ran them
+    summary = tracker.finish_parent(parent, records, list(settings.objectives), folder, folds)
     out = search_summary(settings, dataset, manifest, summary, records, tracker, parent)
     out["timing"] = search_timing(
         reports,
@@ -353,8 +354,8 @@ def _restored(
 
 
 def _searcher(settings: SearchSettings, dataset: str, folder: Path) -> PruneAwareOptunaSearch:
-    """Optuna on the search's objectives (each trial reports ``obj_<name>``), its study in
-    SQLite under the dataset's folder."""
+    """Optuna on the search's objectives (``obj_<name>``: dev values, never test; --folds all:
+    means over every fold, see :mod:`search.nested`), its study in SQLite under ``folder``."""
     objectives = [OBJECTIVES[name] for name in settings.objectives]
     return PruneAwareOptunaSearch(
         space=define_by_run(settings.space),

@@ -26,7 +26,7 @@ from trainables.config import TrainConfig
 from trainables.folds import train_folds
 from trainables.objectives import OBJECTIVES, report_values
 from trainables.provenance import check_project
-from trainables.result import RESULT_FILE, SUMMARY_KEYS, RunResult
+from trainables.result import FOLD_KEY, RESULT_FILE, SUMMARY_KEYS, RunResult, fold_report_key
 from trainables.train import EpochReport, train
 
 # Keys every report carries. ``obj_*`` are the search objectives (every row of
@@ -64,7 +64,10 @@ def epoch_metrics(report: EpochReport) -> dict[str, Any]:
 
 
 def fold_metrics(summary: RunResult, folds_done: int, last: bool) -> dict[str, Any]:
-    """Ray metrics of a cross-validated trial: means over the folds finished so far."""
+    """Ray metrics of a cross-validated trial: means over the folds finished so far, the fold
+    that just finished (``fold``) and every finished fold's own dev and test summaries
+    (``fold_<K>_dev_uar``, ... see :func:`~trainables.result.fold_report_key`), so the driver
+    has the folds of a trial that ASHA stops after this report (nested cross-validation)."""
     metrics: dict[str, Any] = {
         "epoch": folds_done,
         "best_epoch": summary.best_epoch,
@@ -73,6 +76,13 @@ def fold_metrics(summary: RunResult, folds_done: int, last: bool) -> dict[str, A
     for split in ("dev", "test"):
         for key, value in getattr(summary, split).items():
             metrics[f"{split}_{key}"] = _num(value)
+    for fold in summary.folds or []:
+        for split in ("dev", "test"):
+            for key in SUMMARY_KEYS:
+                value = (fold.get(split) or {}).get(key)
+                metrics[fold_report_key(fold[FOLD_KEY], split, key)] = _num(value)
+    if summary.folds:
+        metrics[FOLD_KEY] = summary.folds[-1][FOLD_KEY]
     metrics.update(report_values(tuple(OBJECTIVES), summary.dev, summary.trainable_params))
     metrics[FINAL_KEY] = last
     return metrics
@@ -221,6 +231,26 @@ def run_trial(
     return train(cfg, trial.out_dir, on_epoch=report)
 
 
+def fold_reporter(trial: Trial, reported: set[int]) -> Callable[[RunResult, bool], None]:
+    """The ``on_fold`` callback of a cross-validated trial: one Tune report per finished fold.
+
+    Folds in ``reported`` (restored from Tune's checkpoint: reported before a restart) are not
+    reported again, except the last fold, whose final report ends the trial. Tune restores the
+    trial's ``training_iteration`` with the checkpoint, so re-reporting them would count them
+    twice: ASHA (whose clock is that iteration, meant to be the number of finished folds) would
+    then compare the trial at a rung with a different set of folds, or stop it at ``max_t``
+    before its last fold.
+    """
+
+    def report(summary: RunResult, last: bool) -> None:
+        folds = summary.folds or []
+        if folds and folds[-1][FOLD_KEY] in reported and not last:
+            return
+        trial.report(fold_metrics(summary, len(folds), last), stage_folds(trial.out_dir, last))
+
+    return report
+
+
 def run_trial_folds(
     cfg: TrainConfig,
     folds: list[int],
@@ -229,15 +259,18 @@ def run_trial_folds(
 ) -> RunResult:
     """A trial scored by the mean over ``folds``; one report per finished fold.
 
+    ``folds`` run in the order given, the same for every trial of a search (the manifest's
+    sorted fold values), so report ``n`` of any trial covers the same ``n`` folds: ASHA's rungs
+    and the per-fold comparisons of nested cross-validation compare trials on the same folds.
     Each report's checkpoint holds the finished folds' results and adapters, so a restarted
-    trial skips them (the fold in progress starts again).
+    trial skips them (the fold in progress starts again) without reporting them twice.
     """
     trial = start_trial("folds", None, started, import_seconds)
-    restore_from_tune(lambda folder: shutil.copytree(folder, trial.out_dir, dirs_exist_ok=True))
-    done: list[int] = []
+    reported: set[int] = set()  # the folds of Tune's checkpoint: reported before a restart
 
-    def report(summary: RunResult, last: bool) -> None:
-        done.append(len(done))
-        trial.report(fold_metrics(summary, len(done), last), stage_folds(trial.out_dir, last))
+    def restore(folder: Path) -> None:
+        shutil.copytree(folder, trial.out_dir, dirs_exist_ok=True)
+        reported.update(k for k in folds if (folder / f"fold_{k}" / RESULT_FILE).is_file())
 
-    return train_folds(cfg, trial.out_dir, folds, on_fold=report)
+    restore_from_tune(restore)
+    return train_folds(cfg, trial.out_dir, folds, on_fold=fold_reporter(trial, reported))

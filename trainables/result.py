@@ -30,6 +30,41 @@ SUMMARY_KEYS = (
 
 Summary = dict[str, float | None]
 
+# A cross-validated trial's reports carry every finished fold's summaries under these keys
+# (``fold_<K>_<split>_<key>``), so the driver has the folds of a trial stopped early.
+FOLD_KEY = "fold"  # also the report key of the fold that just finished
+_SPLITS = ("dev", "test")
+
+
+def fold_report_key(fold: int, split: str, key: str) -> str:
+    """The report key of fold ``fold``'s ``split`` value ``key``: ``fold_<K>_<split>_<key>``."""
+    return f"{FOLD_KEY}_{int(fold)}_{split}_{key}"
+
+
+def folds_from_report(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each fold's ``{"fold", "dev", "test"}`` summaries found in a report, by fold value.
+
+    The inverse of :func:`fold_report_key` over :data:`SUMMARY_KEYS`: a fold is listed when its
+    dev or test UAR key is present; NaN (what Ray got for None) becomes None again.
+    """
+    found = set()
+    for name in metrics:
+        parts = str(name).split("_", 2)
+        if len(parts) == 3 and parts[0] == FOLD_KEY and parts[2] in ("dev_uar", "test_uar"):
+            try:
+                found.add(int(parts[1]))
+            except ValueError:
+                continue
+
+    def value(fold: int, split: str, key: str) -> float | None:
+        raw = metrics.get(fold_report_key(fold, split, key))
+        return None if raw is None or raw != raw else float(raw)  # NaN != NaN
+
+    return [
+        {FOLD_KEY: k, **{s: {key: value(k, s, key) for key in SUMMARY_KEYS} for s in _SPLITS}}
+        for k in sorted(found)
+    ]
+
 
 def summary(metrics: Mapping[str, Any]) -> Summary:
     """The :data:`SUMMARY_KEYS` of a split's metrics (an ``EvalMetrics.to_dict()``)."""
