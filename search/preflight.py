@@ -14,7 +14,6 @@ from search import storage as store
 from search.settings import SearchSettings
 from spaces import METHOD_PARAM, SpaceConfig, SpaceError, to_train_config
 from spaces.params import Choice, Fixed, Range, Scalar
-from spaces.section import param_fields
 from trainables.config import TrainConfig
 from trainables.data.manifest import ManifestError, Partition, fold_values, partition
 from trainables.provenance import check_project
@@ -77,13 +76,8 @@ def space_configs(space: SpaceConfig, base: Mapping[str, Any]) -> list[TrainConf
 def _point(space: SpaceConfig, method: str, end: End) -> dict[str, Scalar]:
     """The sampled point of ``method`` with every param at its ``end``."""
     point: dict[str, Scalar] = {METHOD_PARAM: method}
-    section = space.method_space(method)
-    groups: list[tuple[object, str]] = [(space, "")]
-    if section is not None:
-        groups.append((section, section.prefix))
-    for obj, prefix in groups:
-        for f in param_fields(obj):
-            point[prefix + f.name] = _end(getattr(obj, f.name), end)
+    for name, param in space.params_of(method).items():  # what a trial of ``method`` samples
+        point[name] = _end(param, end)
     return point
 
 

@@ -2,6 +2,7 @@
 
 The machinery is generic: each method's section (``space.lora``, ``space.adapter``, ...) is made
 from the options the method declares in its own file; ``METHOD_SPACES[name]`` is its class.
+The training settings a space may set are one table, :data:`spaces.training.TRAIN_FIELDS`.
 
 Typical use::
 
@@ -16,11 +17,13 @@ from spaces.sampling import (
     DefineByRun,
     define_by_run,
     describe,
+    known_names,
     param_names,
     to_train_config,
 )
 from spaces.section import MethodSpace, param
 from spaces.space import DEFAULT_METHODS, DEFAULT_SPACE_PATH, METHOD_SPACES, SpaceConfig
+from spaces.training import TRAIN_FIELDS, TrainField
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -36,8 +39,11 @@ __all__ = [
     "Range",
     "SpaceConfig",
     "SpaceError",
+    "TRAIN_FIELDS",
+    "TrainField",
     "define_by_run",
     "describe",
+    "known_names",
     "param",
     "param_names",
     "to_train_config",

@@ -21,7 +21,8 @@ from trainables.methods.options import Domain, Scalar
 
 
 class SpaceError(ValueError):
-    """A search space or a sampled point is invalid; the message starts with the field path."""
+    """A search space or a sampled point is invalid; the message starts with the field path
+    (``space.lora.rank: ...``), after the file's path when the space was read from a file."""
 
 
 def check(domain: Domain, value: object, where: str, what: str = "value") -> Scalar:

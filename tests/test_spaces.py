@@ -146,8 +146,12 @@ def test_every_sampled_point_parses(base: dict[str, Any]) -> None:
         config = to_train_config(point, base)
         assert isinstance(config, TrainConfig)
         assert (config.method, config.seed, config.backbone) == (method, 3, "tiny-wavlm")
-        assert config.lr == point["lr"] and config.epochs == 10
-        assert 1e-4 <= config.lr <= 5e-3 and 1e-4 <= config.weight_decay <= 1e-1
+        assert config.epochs == 10 and 1e-4 <= config.weight_decay <= 1e-1
+        if method == "full":  # its own learning-rate range, under its own name
+            assert "lr" not in point and config.lr == point["full.lr"]
+            assert 1e-5 <= config.lr <= 1e-4
+        else:
+            assert config.lr == point["lr"] and 1e-4 <= config.lr <= 5e-3
         if method == "lora":
             opts = config.method_options
             assert isinstance(opts["rank"], int) and 1 <= opts["rank"] <= 64

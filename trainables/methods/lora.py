@@ -21,7 +21,9 @@ class LoraConfig(MethodConfig):
     Attributes:
         rank: r, the inner dimension of each low-rank update ``B @ A``.
         alpha: scaling numerator; the update is multiplied by ``alpha / rank``. A search samples
-            ``alpha_ratio`` and sets ``alpha = alpha_ratio * rank``.
+            ``alpha_ratio`` and sets ``alpha = alpha_ratio * rank`` (scale ``alpha_ratio``), or,
+            when the space's section gives ``alpha`` instead, ``alpha`` itself (``alpha: 1.0``
+            is loralib's default, PEFT-SER's: scale ``1 / rank``).
         targets: which linear layers of every transformer block get LoRA: the attention
             projections (q, k, v, out), the feed-forward pair, or both.
         dropout: dropout on the LoRA branch input.
@@ -30,7 +32,11 @@ class LoraConfig(MethodConfig):
 
     rank: int = option(16, Domain(int, ge=1), search={"low": 1, "high": 64, "log": True})
     alpha: float = option(
-        32.0, Domain(float, gt=0), search={"choices": [0.5, 1.0, 2.0, 4.0]}, search_as="alpha_ratio"
+        32.0,
+        Domain(float, gt=0),
+        search={"choices": [0.5, 1.0, 2.0, 4.0]},
+        search_as="alpha_ratio",
+        alternative="alpha",
     )
     targets: TargetGroup = option(
         "ffn", Domain(str, allowed=TARGET_GROUPS), search={"choices": list(TARGET_GROUPS)}
@@ -40,9 +46,11 @@ class LoraConfig(MethodConfig):
 
     @classmethod
     def from_search(cls, values: Mapping[str, Any]) -> dict[str, Any]:
-        """Turns ``alpha_ratio`` into LoRA's ``alpha`` (the update scale is ``alpha / rank``)."""
+        """Turns ``alpha_ratio`` into LoRA's ``alpha`` (the update scale is ``alpha / rank``);
+        a sampled ``alpha`` is kept as it is."""
         out = dict(values)
-        out["alpha"] = float(out.pop("alpha_ratio")) * int(out["rank"])
+        if "alpha_ratio" in out:
+            out["alpha"] = float(out.pop("alpha_ratio")) * int(out["rank"])
         return out
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 Scalar = bool | int | float | str
 
-_DOMAIN, _SEARCH, _SEARCH_AS = "domain", "search", "search_as"
+_DOMAIN, _SEARCH, _SEARCH_AS, _ALTERNATIVE = "domain", "search", "search_as", "alternative"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +35,7 @@ class Domain:
         gt: exclusive lower bound (numbers).
         lt: exclusive upper bound (numbers).
         allowed: the only legal values (categorical options).
+        le: inclusive upper bound (numbers).
     """
 
     kind: type
@@ -42,6 +43,7 @@ class Domain:
     gt: float | None = None
     lt: float | None = None
     allowed: tuple[Scalar, ...] | None = None
+    le: float | None = None
 
     @property
     def numeric(self) -> bool:
@@ -83,6 +85,7 @@ class Domain:
             (self.ge, ">=", operator.ge),
             (self.gt, ">", operator.gt),
             (self.lt, "<", operator.lt),
+            (self.le, "<=", operator.le),
         ]
         for bound, op, holds in bounds:
             if bound is not None and not holds(v, bound):
@@ -91,7 +94,12 @@ class Domain:
 
 
 def option(
-    default: Scalar, domain: Domain, *, search: object = None, search_as: str | None = None
+    default: Scalar,
+    domain: Domain,
+    *,
+    search: object = None,
+    search_as: str | None = None,
+    alternative: str | None = None,
 ) -> Any:
     """A method option field (see the module docstring).
 
@@ -102,21 +110,32 @@ def option(
         search_as: the name the search samples instead of the field, when the config class
             turns it into the field in :meth:`~trainables.methods.base.MethodConfig.from_search`
             (LoRA searches ``alpha_ratio`` and sets ``alpha = alpha_ratio * rank``).
+        alternative: another name a space may search the option under, instead of its search
+            name (a space's section gives one of the two, or neither for the default range);
+            ``from_search`` turns either into the field. It has no default range and shares
+            the domain. LoRA: ``alpha_ratio`` by default, or ``alpha`` itself.
     """
     metadata = {_DOMAIN: domain, _SEARCH: default if search is None else search}
     if search_as is not None:
         metadata[_SEARCH_AS] = search_as
+    if alternative is not None:
+        metadata[_ALTERNATIVE] = alternative
     return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass(frozen=True)
 class SearchOption:
-    """One option as a search sees it: its name there, its domain and its default range."""
+    """One option as a search sees it: its name there, its domain and its default range.
+
+    ``alternative`` (or None) is the other name a space may give the option under instead of
+    ``name``; the default range is ``name``'s.
+    """
 
     name: str
     field: str
     domain: Domain
     default: object
+    alternative: str | None = None
 
 
 def option_fields(config_cls: type) -> list[dataclasses.Field]:
@@ -128,7 +147,11 @@ def search_options(config_cls: type) -> list[SearchOption]:
     """What a search samples for a method, in declaration order."""
     return [
         SearchOption(
-            f.metadata.get(_SEARCH_AS, f.name), f.name, f.metadata[_DOMAIN], f.metadata[_SEARCH]
+            f.metadata.get(_SEARCH_AS, f.name),
+            f.name,
+            f.metadata[_DOMAIN],
+            f.metadata[_SEARCH],
+            f.metadata.get(_ALTERNATIVE),
         )
         for f in option_fields(config_cls)
     ]
