@@ -79,8 +79,8 @@ def main() -> None:
             r32, r16 = results["float32"], results["float16"]
             rows.append(
                 f"| {name} | {rel:.1e} | {float((a - b).abs().max()):.1e} | {same:.0%} | "
-                f"{r32['dev']['uar']:.3f} / {r16['dev']['uar']:.3f} | "
-                f"{r32['test']['uar']:.3f} / {r16['test']['uar']:.3f} |"
+                f"{r32.dev['uar']:.3f} / {r16.dev['uar']:.3f} | "
+                f"{r32.test['uar']:.3f} / {r16.test['uar']:.3f} |"
             )
             log.info(rows[-1])
     body = header(

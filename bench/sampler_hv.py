@@ -93,7 +93,7 @@ class Trainer:
             out = self.scratch / f"trial-{self.trained}"
             started = time.perf_counter()
             try:
-                self.memo[key] = train(cfg, out)
+                self.memo[key] = train(cfg, out).to_json()
             finally:
                 shutil.rmtree(out, ignore_errors=True)
             self.seconds += time.perf_counter() - started

@@ -126,7 +126,7 @@ def uar_check(epochs: int, seeds: tuple[int, ...] = (0, 1, 2)) -> dict[str, list
                     feature_cache_dir=Path(tmp) / "cache",
                 )  # fmt: skip
                 result = train(cfg, Path(tmp) / f"{name}-{seed}")
-                out[name].append(float(result["dev"]["uar"]))
+                out[name].append(float(result.dev["uar"]))
         log.info("dev UAR fp32 %s, bf16 %s", out["fp32"], out["bf16"])
     return out
 
