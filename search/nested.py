@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from search.pareto import TrialRecord
+from trainables.result import finished_every_fold
 
 NESTED_KEYS = ("uar", "wa", "macro_f1")  # test metrics of the chosen trials (chosen on dev UAR)
 DEFINITION = (
@@ -128,7 +129,7 @@ def trial_means(trials: Sequence[TrialRecord]) -> list[dict[str, Any]]:
 def leaky_best(trials: Sequence[TrialRecord], folds: Sequence[int]) -> dict[str, Any]:
     """The naive figure: among trials that finished every fold, the one with the best mean dev
     UAR over folds (ties as :func:`choose_on_fold`) and its mean test UAR over folds."""
-    full = [t for t in trials if set(folds) <= set(t.finished_folds())]
+    full = [t for t in trials if finished_every_fold(t.folds, folds)]
     scored = [(t, m) for t in full if (m := _fold_means(t, "dev")) is not None]
     if not scored:
         return {"leaky_trial_id": None, "leaky_best_mean_dev_uar": None,

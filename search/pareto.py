@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from trainables.objectives import OBJECTIVES
-from trainables.result import SUMMARY_KEYS
+from trainables.result import SUMMARY_KEYS, finished_every_fold
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ def front_table(
     names = check_objectives(objectives)
     done = [t for t in trials if t.state == "COMPLETE"]
     if folds is not None:
-        done = [t for t in done if set(folds) <= set(t.finished_folds())]
+        done = [t for t in done if finished_every_fold(t.folds, folds)]
     param_names = sorted({k for t in done for k in t.params})
     rows: dict[str, list[Any]] = {
         "trial_id": [t.trial_id for t in done],

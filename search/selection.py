@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from trainables.objectives import OBJECTIVES, PARAMS, Objective
+from trainables.result import finished_every_fold
 
 
 def export_objectives() -> tuple[str, ...]:
@@ -59,7 +60,7 @@ def select_best(
     obj = export_objective(objective)
     complete = [t for t in trials if t.get("state") == "COMPLETE" and t.get("adapter_dir")]
     if folds is not None:
-        complete = [t for t in complete if set(folds) <= {f["fold"] for f in t.get("folds") or []}]
+        complete = [t for t in complete if finished_every_fold(t.get("folds"), folds)]
     if not complete:
         states: dict[str, int] = {}
         for t in trials:

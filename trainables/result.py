@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,17 @@ def folds_from_report(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
         {FOLD_KEY: k, **{s: {key: value(k, s, key) for key in SUMMARY_KEYS} for s in _SPLITS}}
         for k in sorted(found)
     ]
+
+
+def finished_every_fold(
+    fold_entries: Sequence[Mapping[str, Any]] | None, folds: Sequence[int]
+) -> bool:
+    """Whether a trial's ``{"fold", "dev", "test"}`` entries cover every fold of ``folds``.
+
+    ``--folds all`` compares trials' means only over the same folds: the Pareto front, the
+    export's choice and the leaky figure all take just the trials for which this holds.
+    """
+    return set(folds) <= {int(f[FOLD_KEY]) for f in fold_entries or []}
 
 
 def summary(metrics: Mapping[str, Any]) -> Summary:
