@@ -1,6 +1,6 @@
 """(d) Pareto hypervolume after N trials: TPE and NSGA-II against random search.
 
-Each sampler (``random``, ``tpe``, ``nsga2``, built by ``search.tune.make_sampler`` exactly as
+Each sampler (``random``, ``tpe``, ``nsga2``, built by ``search.samplers.make_sampler`` exactly as
 the product builds them) drives an in-process Optuna study over the product's space
 (``spaces.define_by_run(SpaceConfig.from_dict({"epochs": E}))``) for ``--trials`` trials, once
 per seed. Each trial's point becomes a TrainConfig through ``spaces.to_train_config`` on the
@@ -52,7 +52,7 @@ import torch
 
 from bench.common import header, machine, setup_logging, write_section
 from search.pareto import TrialRecord, front_hypervolume, front_table
-from search.tune import make_sampler
+from search.samplers import make_sampler
 from spaces import SpaceConfig, define_by_run, to_train_config
 from trainables.data.synth import synthesize
 from trainables.objectives import OBJECTIVES
@@ -287,7 +287,7 @@ def section(args: argparse.Namespace, runs: list[Run], stats: dict[str, Any]) ->
         "thread(s) per trial (what `OMP_NUM_THREADS` gives a 1-CPU Ray trial; two threads on "
         "a shared 2-core machine made tiny-model epochs up to ~90x slower)\n"
         f"- space: the product's default (frozen / lora / adapter / prompt, their sizes, lr, "
-        f"weight decay), epochs fixed at {args.epochs}; samplers from `search.tune.make_sampler`"
+        f"weight decay), epochs fixed at {args.epochs}; samplers from `search.samplers.make_sampler`"
         f" (budget {args.trials}); objectives dev UAR at the best epoch (max), trainable "
         "params (min)\n"
         f"- hypervolume: `search.pareto.front_hypervolume` against the fixed reference (dev UAR "

@@ -29,8 +29,6 @@ from ray.tune import (
     TuneConfig,
     Tuner,
 )
-from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
 
 from search import storage as store
 from search.errors import SearchInterrupted
@@ -44,44 +42,15 @@ from search.records import (
     search_summary,
     search_timing,
 )
-from search.settings import REQUIRED_OBJECTIVE, SearchSettings
+from search.schedulers import make_scheduler
+from search.searcher import make_searcher
+from search.settings import SearchSettings
 from search.tracking import SearchTracker, default_tracking_uri
-from spaces import SpaceConfig, define_by_run, to_train_config
+from spaces import SpaceConfig, to_train_config
 from trainables import rundir
 from trainables.data.manifest import fold_values
-from trainables.objectives import OBJECTIVES
 
 log = logging.getLogger(__name__)
-
-
-class PruneAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells Optuna PRUNED for trials that never sent their final report.
-
-    Ray's OptunaSearch marks a trial stopped by ASHA as COMPLETE with whatever it last reported,
-    which would put partially trained configurations on the Pareto front.
-    """
-
-    def suggest(self, trial_id: str) -> dict | None:
-        config = super().suggest(trial_id)
-        if trial_id in self._ot_trials:  # lets search.json name each trial's Optuna number
-            self._ot_trials[trial_id].set_user_attr("ray_trial_id", trial_id)
-        return config
-
-    def on_trial_complete(
-        self, trial_id: str, result: dict | None = None, error: bool = False
-    ) -> None:
-        if result is not None and not error and not result.get("final", False):
-            result = None  # the parent then records PRUNED (val is None and no error)
-        super().on_trial_complete(trial_id, result=result, error=error)
-
-
-def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler of ``--sampler`` for a budget of ``trials`` (also used by bench/)."""
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, trials // 3))
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, trials // 3)))
 
 
 def _trial(config: dict[str, Any], base: dict[str, Any], folds: list[int] | None) -> None:
@@ -328,8 +297,10 @@ def _tuner(
     return Tuner(
         trainable,
         tune_config=TuneConfig(
-            search_alg=_searcher(settings, dataset, folder),
-            scheduler=_scheduler(settings, max_t),
+            search_alg=make_searcher(
+                settings, _study_name(settings, dataset), _study_url(folder)
+            ),
+            scheduler=make_scheduler(settings, max_t),
             num_samples=settings.trials,
             max_concurrent_trials=settings.concurrency,
             reuse_actors=settings.reuse_actors,
@@ -351,34 +322,6 @@ def _restored(
         if isinstance(cb, TrackingCallback):
             cb.on_record = on_record  # not pickled with the experiment
     return tuner
-
-
-def _searcher(settings: SearchSettings, dataset: str, folder: Path) -> PruneAwareOptunaSearch:
-    """Optuna on the search's objectives (``obj_<name>``: dev values, never test; --folds all:
-    means over every fold, see :mod:`search.nested`), its study in SQLite under ``folder``."""
-    objectives = [OBJECTIVES[name] for name in settings.objectives]
-    return PruneAwareOptunaSearch(
-        space=define_by_run(settings.space),
-        metric=[o.report_key for o in objectives],
-        mode=[o.sense for o in objectives],
-        sampler=make_sampler(settings.sampler, settings.seed, settings.trials),
-        storage=optuna.storages.RDBStorage(_study_url(folder)),
-        study_name=_study_name(settings, dataset),
-    )
-
-
-def _scheduler(settings: SearchSettings, max_t: int) -> ASHAScheduler:
-    """ASHA on the required objective's dev value of each report (``dev_uar``: every report
-    carries ``dev_<key>`` of its epoch, named like the Pareto table's column)."""
-    prune_on = OBJECTIVES[REQUIRED_OBJECTIVE]
-    return ASHAScheduler(
-        time_attr="training_iteration",
-        metric=prune_on.column,
-        mode=prune_on.sense,
-        max_t=max_t,
-        grace_period=min(settings.grace_period, max_t),
-        reduction_factor=2,
-    )
 
 
 def _run_config(ray_path: str, max_failures: int, callback: TrackingCallback) -> RunConfig:

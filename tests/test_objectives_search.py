@@ -141,11 +141,11 @@ def test_export_chooses_by_every_dev_objective(name: str) -> None:
 
 
 def test_a_new_row_is_all_it_takes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from search.tune import _searcher
+    from search.searcher import make_searcher
 
     monkeypatch.setitem(OBJECTIVES, PARITY.name, PARITY)
     settings = SearchSettings(manifests=(_manifest(tmp_path),), objectives=("uar", "parity"))
-    searcher = _searcher(settings, "corpus", tmp_path)
+    searcher = make_searcher(settings, "corpus", f"sqlite:///{tmp_path / 'study.db'}")
     assert (searcher._metric, searcher._mode) == (["obj_uar", "obj_parity"], ["max", "min"])
     trials = [_record("t1", DEV | {"statistical_parity_gender": 0.25})]
     df = front_table(trials, ["uar", "parity"])

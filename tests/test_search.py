@@ -15,7 +15,8 @@ import pytest
 import ray
 from mlflow import MlflowClient
 
-from search.tune import PruneAwareOptunaSearch, SearchSettings, run_search
+from search.searcher import PruneAwareOptunaSearch
+from search.tune import SearchSettings, run_search
 from spaces import SpaceConfig, define_by_run
 
 SPACE = {
