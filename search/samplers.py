@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import optuna
 
 SAMPLERS: tuple[str, ...] = ("tpe", "nsga2", "random")
 
 
-def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    name: str,
+    seed: int,
+    trials: int,
+    methods: Sequence[str] = (),
+    concurrency: int = 1,
+) -> optuna.samplers.BaseSampler:
     """The Optuna sampler of ``--sampler`` for a budget of ``trials`` (also used by bench/)."""
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, trials // 3))

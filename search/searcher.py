@@ -52,7 +52,13 @@ def make_searcher(
         space=define_by_run(settings.space),
         metric=[o.report_key for o in objectives],
         mode=[o.sense for o in objectives],
-        sampler=make_sampler(settings.sampler, settings.seed, settings.trials),
+        sampler=make_sampler(
+            settings.sampler,
+            settings.seed,
+            settings.trials,
+            methods=settings.space.methods,
+            concurrency=settings.concurrency,
+        ),
         storage=None if storage is None else optuna.storages.RDBStorage(storage),
         study_name=study_name,
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from search import storage as store
+from search.samplers import SAMPLERS
 from spaces import SpaceConfig
 from trainables.objectives import OBJECTIVES
 
@@ -48,8 +49,8 @@ class SearchSettings:
                 f"objectives must include {REQUIRED_OBJECTIVE} and be among "
                 f"{list(OBJECTIVES)}; got {list(self.objectives)}"
             )
-        if self.sampler not in ("tpe", "nsga2", "random"):
-            raise ValueError(f"sampler must be tpe, nsga2 or random, got {self.sampler!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.trials < 1 or self.concurrency < 1:
             raise ValueError("trials and concurrency must be >= 1")
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:

@@ -17,6 +17,7 @@ from search.cli.shared import (
     console,
     speed_options,
 )
+from search.samplers import SAMPLERS
 from trainables.objectives import help_text
 
 
@@ -45,8 +46,8 @@ def _add_search_plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus-per-trial", type=float, default=0.0,
                    help="GPUs Ray reserves for each trial; fractions allowed "
                    "(default: %(default)s)")
-    p.add_argument("--sampler", choices=["tpe", "nsga2", "random"], default="tpe",
-                   help="Optuna sampler (default: %(default)s)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="tpe",
+                   help="Optuna sampler (see README, 'Choosing a sampler') (default: %(default)s)")
     p.add_argument("--objectives", default="uar,params",
                    help=f"comma list of objectives among: {help_text()} (default: %(default)s)")
     p.add_argument("--space", type=Path, default=None,
