@@ -16,8 +16,8 @@ that differs between rows is the sampler. Hypervolume after ``n`` trials is
 (dev UAR 0, 1e9 parameters on a log10 axis).
 
 Training is deterministic on CPU for a given config and seed, so a config drawn twice (e.g. the
-random start-up trials that TPE, NSGA-II and random search share for one seed) is trained once
-and its result reused; the table says how many trainings that left.
+method-covering start-up trials that TPE and NSGA-II share for one seed) is trained once and its
+result reused; the table says how many trainings that left.
 
 Trials use ``--threads`` torch threads (default 1, what a 1-CPU Ray trial gets): with two
 threads on a shared 2-core machine, tiny-model epochs were up to ~90x slower whenever another
@@ -52,7 +52,7 @@ import torch
 
 from bench.common import header, machine, setup_logging, write_section
 from search.pareto import TrialRecord, front_hypervolume, front_table
-from search.samplers import make_sampler
+from search.samplers import make_sampler, population_size, startup_trials
 from spaces import SpaceConfig, define_by_run, to_train_config
 from trainables.data.synth import synthesize
 from trainables.objectives import OBJECTIVES
@@ -105,7 +105,8 @@ def run_search(sampler: str, seed: int, trials: int, space: SpaceConfig,
                base: dict[str, Any], trainer: Trainer) -> Run:  # fmt: skip
     """One in-process search; returns its trials and the hypervolume after each."""
     study = optuna.create_study(
-        directions=["maximize", "minimize"], sampler=make_sampler(sampler, seed, trials)
+        directions=["maximize", "minimize"],
+        sampler=make_sampler(sampler, seed, trials, methods=space.methods),
     )
     fn = define_by_run(space)
     run = Run(sampler, seed)
@@ -193,7 +194,7 @@ def front_rows(runs: list[Run]) -> list[str]:
 
 
 def paired(runs: list[Run], sampler: str, n: int = 0) -> list[float]:
-    """Per-seed ``HV(sampler) - HV(random)`` after ``n`` trials (0: all; same start-up draws)."""
+    """Per-seed ``HV(sampler) - HV(random)`` after ``n`` trials (0: all)."""
     base = {r.seed: r.hv[n - 1] for r in runs if r.sampler == "random"}
     return [r.hv[n - 1] - base[r.seed] for r in runs if r.sampler == sampler and r.seed in base]
 
@@ -207,6 +208,7 @@ def verdict(runs: list[Run], trials: int, n_dev: int) -> str:
     counts = [float(t.trainable_params) for r in runs for t in r.records if t.trainable_params]
     lo, hi = min(counts), max(counts)
     reach = 9 - math.log10(lo)
+    k = len(SpaceConfig().methods)  # the searches' space keeps the default methods
     lines, means = [], []
     for sampler in ("tpe", "nsga2"):
         diffs = paired(runs, sampler)
@@ -230,9 +232,9 @@ def verdict(runs: list[Run], trials: int, n_dev: int) -> str:
         "dominates on this tiny backbone (`frozen` = head only is always the cheapest point), "
         f"so every point's box is {9 - math.log10(hi):.2f}-{reach:.2f} wide on the params "
         f"axis and HV is close to {reach:.2f} x the best dev UAR found: the samplers differ mostly in how high a UAR "
-        f"they find. The budget is small: TPE's first {max(2, min(10, trials // 3))} trials "
-        f"and NSGA-II's first generation of {max(4, trials // 3)} are random draws, the same "
-        "points random search draws first for that seed, which leaves few guided trials. "
+        f"they find. The budget is small: TPE's first {startup_trials(trials, k)} trials "
+        f"and NSGA-II's first generation of {population_size(trials, k)} are random draws "
+        "(stratified over the methods), which leaves few guided trials. "
         f"Dev UAR on {n_dev} dev clips moves in steps of 1/{n_dev} = {1 / n_dev:.3f} (one clip)"
         + (f", and the spread of HV between seeds (std up to {max(spreads):.3f}) is "
            + ("larger" if max(spreads) > max(map(abs, means), default=0) else "smaller")
@@ -299,8 +301,8 @@ def section(args: argparse.Namespace, runs: list[Run], stats: dict[str, Any]) ->
         f"- wall {stats['wall'] / 60:.1f} min; {int(stats['trained'])} trainings for "
         f"{len(runs) * args.trials} trials (a config drawn again reuses its deterministic "
         "result)\n\n" + "\n".join(summary_rows(runs, args.trials))
-        + "\n\nMean hypervolume after n trials (the first trials are the same random draws "
-        "for every sampler of a seed):\n\n" + "\n".join(curve_rows(runs, args.trials))
+        + "\n\nMean hypervolume after n trials (TPE's and NSGA-II's first trials are the same "
+        "method-covering draws for a seed):\n\n" + "\n".join(curve_rows(runs, args.trials))
         + "\n\nPareto front of each search:\n\n" + "\n".join(front_rows(runs))
         + "\n\nReading:\n\n" + verdict(runs, args.trials, int(stats["n_dev"])) + "\n"
     )  # fmt: skip

@@ -47,6 +47,10 @@ class TrialRecord:
     # --folds all: each finished fold's {"fold", "dev", "test"} summaries (a trial stopped
     # early keeps the folds it finished); None for a single-split search.
     folds: list[dict[str, Any]] | None = None
+    # A trial the scheduler stopped (PRUNED): the reports it sent (epochs, or folds with
+    # --folds all) and each objective's value in the last one (None: not finite); None else.
+    rung: int | None = None
+    rung_objectives: dict[str, float | None] | None = None
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -70,11 +74,14 @@ class TrialRecord:
         for key in ("params", "dev", "test"):
             kwargs[key] = dict(kwargs.get(key) or {})
         kwargs["history"] = [dict(h) for h in kwargs.get("history") or []]
+        if kwargs.get("rung_objectives") is not None:
+            kwargs["rung_objectives"] = dict(kwargs["rung_objectives"])
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         """Returns a JSON-serialisable dict (the inverse of :meth:`from_dict`); ``folds`` is
-        left out when None, so a single-split search's records read as before."""
+        left out when None, so a single-split search's records read as before; ``rung`` and
+        ``rung_objectives`` are always there (None unless the trial was stopped early)."""
         data = asdict(self)
         if data["folds"] is None:
             del data["folds"]

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.pareto import TrialRecord
+from search.rungs import TIME_ATTR
+from trainables.objectives import OBJECTIVES
 from trainables.result import RESULT_FILE, SUMMARY_KEYS, RunResult, folds_from_report
 
 if TYPE_CHECKING:  # the CLI reads failure_lines without importing Ray or MLflow
@@ -47,13 +49,19 @@ def record_of(
     error: str | None,
     folder: Path,
     number: int | None = None,
+    objectives: Sequence[str] | None = None,
 ) -> TrialRecord:
     """The record of a finished trial whose final checkpoint (if any) was fetched to ``folder``.
 
     A trial is COMPLETE only when its last report was final and its result reached the driver;
     a trial stopped early by the scheduler is PRUNED; one that raised is FAILED. A
     cross-validated trial's ``folds`` come from its ``result.json`` when COMPLETE, else from
-    the per-fold keys of its last report (the folds it finished before it stopped).
+    the per-fold keys of its last report (the folds it finished before it stopped). A PRUNED
+    trial's ``rung`` and ``rung_objectives`` come from its last report (:func:`rung_of`).
+
+    Args:
+        objectives: the search's objectives, for ``rung_objectives``; None: every objective
+            the last report carries.
     """
     last = last or {}
     params = {k: v for k, v in config.items() if not k.startswith("_")}
@@ -74,7 +82,28 @@ def record_of(
         node=_node(last),
         error=error,
         folds=folds_from_report(last) or None,
+        **({} if error else rung_of(last, objectives)),
     )
+
+
+def rung_of(last: Mapping[str, Any], objectives: Sequence[str] | None = None) -> dict[str, Any]:
+    """Where a stopped trial stopped, from its last report: ``rung`` (reports received,
+    Ray's ``training_iteration``: epochs, or folds with ``--folds all``) and
+    ``rung_objectives`` (objective name -> value reported, None when not finite).
+
+    Args:
+        last: the trial's last report.
+        objectives: names in :data:`~trainables.objectives.OBJECTIVES`; None: every objective
+            whose ``obj_<name>`` the report carries.
+    """
+    names = list(OBJECTIVES) if objectives is None else list(objectives)
+    values = {
+        n: _finite(last.get(OBJECTIVES[n].report_key))
+        for n in names
+        if objectives is not None or OBJECTIVES[n].report_key in last
+    }
+    rung = last.get(TIME_ATTR)
+    return {"rung": None if rung is None else int(rung), "rung_objectives": values}
 
 
 def _node(last: dict[str, Any]) -> str | None:
@@ -111,6 +140,7 @@ def collect_records(
     trials_dir: Path,
     numbers: Mapping[Any, int],
     log: Callable[[TrialRecord], object],
+    objectives: Sequence[str] | None = None,
 ) -> tuple[list[TrialRecord], list[dict[str, Any]]]:
     """Each trial's record, its final checkpoint fetched to ``trials_dir/<trial id>``, and its
     last report (the clocks of :func:`search_timing`).
@@ -120,6 +150,8 @@ def collect_records(
         trials_dir: where each trial's final checkpoint is fetched.
         numbers: Ray trial id -> Optuna trial number.
         log: called with each record as soon as it is made (MLflow logging).
+        objectives: the search's objectives (a stopped trial's ``rung_objectives``); None:
+            every objective its last report carries.
     """
     records: list[TrialRecord] = []
     reports: list[dict[str, Any]] = []
@@ -137,6 +169,7 @@ def collect_records(
             error,
             trials_dir / trial_id,
             numbers.get(trial_id),
+            objectives,
         )
         log(record)
         records.append(record)

@@ -6,20 +6,28 @@ sampler. ``bench/search_quality.py`` drives the same objects without Ray's trial
 
 from __future__ import annotations
 
+import math
+
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
-from search.samplers import make_sampler
+from search.rungs import TIME_ATTR
+from search.samplers import describe_sampler, make_sampler
 from search.settings import SearchSettings
 from spaces import define_by_run
 from trainables.objectives import OBJECTIVES
+
+RUNG_ATTR = "rung"  # Optuna user attr of a pruned trial: the reports it sent (epochs, folds)
+RUNG_OBJECTIVE_ATTR = "rung_obj_{}"  # ... and each objective's value in its last report
 
 
 class PruneAwareOptunaSearch(OptunaSearch):
     """OptunaSearch that tells Optuna PRUNED for trials that never sent their final report.
 
-    Ray's OptunaSearch marks a trial stopped by ASHA as COMPLETE with whatever it last reported,
-    which would put partially trained configurations on the Pareto front.
+    Ray's OptunaSearch marks a trial stopped by the scheduler as COMPLETE with whatever it last
+    reported, which would put partially trained configurations on the Pareto front. A pruned
+    trial keeps where it stopped as user attributes: ``rung`` (reports received: epochs, or
+    folds with ``--folds all``) and ``rung_obj_<name>`` per objective (None when not finite).
     """
 
     def suggest(self, trial_id: str) -> dict | None:
@@ -32,8 +40,40 @@ class PruneAwareOptunaSearch(OptunaSearch):
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
         if result is not None and not error and not result.get("final", False):
+            self._record_rung(trial_id, result)
             result = None  # the parent then records PRUNED (val is None and no error)
         super().on_trial_complete(trial_id, result=result, error=error)
+
+    def _record_rung(self, trial_id: str, result: dict) -> None:
+        """Sets the rung user attributes of a trial about to be told PRUNED."""
+        trial = self._ot_trials.get(trial_id)
+        if trial is None or trial_id in self._completed_trials:
+            return  # unknown, or already told: the parent only warns
+        if result.get(TIME_ATTR) is not None:
+            trial.set_user_attr(RUNG_ATTR, int(result[TIME_ATTR]))
+        keys = self._metric if isinstance(self._metric, list) else [self._metric]
+        by_key = {o.report_key: o.name for o in OBJECTIVES.values()}
+        for key in keys:
+            if key in by_key and key in result:
+                trial.set_user_attr(RUNG_OBJECTIVE_ATTR.format(by_key[key]), _finite(result[key]))
+
+
+def _finite(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
+    return make_sampler(
+        settings.sampler,
+        settings.seed,
+        settings.trials,
+        methods=settings.space.methods,
+        concurrency=settings.concurrency,
+    )
 
 
 def make_searcher(
@@ -52,13 +92,13 @@ def make_searcher(
         space=define_by_run(settings.space),
         metric=[o.report_key for o in objectives],
         mode=[o.sense for o in objectives],
-        sampler=make_sampler(
-            settings.sampler,
-            settings.seed,
-            settings.trials,
-            methods=settings.space.methods,
-            concurrency=settings.concurrency,
-        ),
+        sampler=_sampler(settings),
         storage=None if storage is None else optuna.storages.RDBStorage(storage),
         study_name=study_name,
     )
+
+
+def sampler_settings(settings: SearchSettings) -> dict[str, str | int | float | bool]:
+    """The settings of the sampler :func:`make_searcher` builds for ``settings`` (the build is
+    deterministic), for the MLflow parent run's ``sampler.<key>`` params."""
+    return describe_sampler(_sampler(settings))

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from search import storage as store
-from search.samplers import SAMPLERS
+from search.choices import SAMPLERS
+from search.rungs import SCHEDULERS
 from spaces import SpaceConfig
 from trainables.objectives import OBJECTIVES
 
-# Every trainer picks its best epoch by dev UAR and ASHA stops trials on it, so every search
-# optimises it (the other objectives are any rows of trainables.objectives.OBJECTIVES).
+# Every trainer picks its best epoch by dev UAR and every scheduler ranks trials on it, so every
+# search optimises it (the other objectives are any rows of trainables.objectives.OBJECTIVES).
 REQUIRED_OBJECTIVE = "uar"
 
 
@@ -36,7 +39,9 @@ class SearchSettings:
     resume: bool = False
     space: SpaceConfig = field(default_factory=SpaceConfig)
     base: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields shared by trials
-    grace_period: int = 2  # epochs (folds with all_folds) a trial runs before ASHA may stop it
+    grace_period: int = 2  # epochs (folds with all_folds) before the scheduler may stop a trial
+    scheduler: str | None = None  # a SCHEDULERS name; None: see scheduler_name
+    reduction_factor: float = 2  # rungs at grace_period * rf**k; 1/rf of each rung promoted
     all_folds: bool = False  # score each configuration by the mean over every fold
     max_failures: int = 2
     seed: int = 0
@@ -55,9 +60,31 @@ class SearchSettings:
             raise ValueError("trials and concurrency must be >= 1")
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise ValueError("cpus-per-trial must be > 0 and gpus-per-trial >= 0")
+        self._check_scheduler()
         for m in self.manifests:
             if not Path(m).is_file():
                 raise FileNotFoundError(f"manifest {m} does not exist")
+
+    def _check_scheduler(self) -> None:
+        """``scheduler`` among SCHEDULERS (or None), ``grace_period`` a whole number >= 1,
+        ``reduction_factor`` a finite number > 1."""
+        if self.scheduler is not None and self.scheduler not in SCHEDULERS:
+            raise ValueError(
+                f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"
+            )
+        grace, rf = self.grace_period, self.reduction_factor
+        if isinstance(grace, bool) or not isinstance(grace, numbers.Integral) or grace < 1:
+            raise ValueError(f"grace-period must be a whole number >= 1, got {grace!r}")
+        if isinstance(rf, bool) or not isinstance(rf, numbers.Real) or not 1 < rf < math.inf:
+            raise ValueError(f"reduction-factor must be a finite number > 1, got {rf!r}")
+
+    @property
+    def scheduler_name(self) -> str:
+        """The scheduler that runs: :attr:`scheduler`, else ``mo-asha`` when the search has
+        several objectives and ``asha`` when it has one."""
+        if self.scheduler is not None:
+            return self.scheduler
+        return "mo-asha" if len(self.objectives) > 1 else "asha"
 
     @property
     def root(self) -> Path:

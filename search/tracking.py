@@ -19,22 +19,28 @@ from mlflow import MlflowClient
 from mlflow.entities import Param, Run, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
+from search.child_runs import (
+    END_STATUS,
+    MAX_ERROR_CHARS,
+    MAX_PARAM_CHARS,
+    MAX_TAG_CHARS,
+    TAG_KEY,
+    TAG_LOGGED,
+    TAG_PARENT,
+    TAG_STATE,
+    TAG_TRIAL,
+    as_text,
+    child_tags,
+    clip,
+    quoted,
+    rung_metrics,
+)
 from search.figures import front_figures, write_front
 from search.nested import nested_cv
 from search.pareto import TrialRecord, front_hypervolume, front_table
 from search.run_metrics import front_metrics, nested_metrics, timing_metrics, trial_metrics
 
 logger = logging.getLogger(__name__)
-
-MAX_PARAM_CHARS = 6000  # MLflow 3 limit on a param value
-MAX_TAG_CHARS = 8000  # MLflow 3 limit on a tag value
-MAX_ERROR_CHARS = 4000
-TAG_KEY = "emotune.search_key"
-TAG_TRIAL = "emotune.trial_id"
-TAG_STATE = "emotune.state"
-TAG_LOGGED = "emotune.logged"  # set once a child holds everything; absent = half-written
-TAG_PARENT = "mlflow.parentRunId"
-END_STATUS: dict[str, str] = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAILED": "FAILED"}
 
 
 def default_tracking_uri(search_root: Path) -> str:
@@ -54,21 +60,6 @@ def ui_hint(tracking_uri: str, experiment_id: str) -> str:
     )
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 20] + f"...[{len(text)} chars]"
-
-
-def _quoted(value: str, what: str) -> str:
-    # MLflow's filter grammar has no escape for quotes inside a literal.
-    if not value or "'" in value or '"' in value:
-        raise ValueError(f"{what} must be non-empty and free of quotes: {value!r}")
-    return f"'{value}'"
-
-
 def _sqlite_artifacts(tracking_uri: str) -> str | None:
     """Artifact root beside a SQLite file (MLflow would otherwise use ``./mlruns`` of the CWD)."""
     prefix = "sqlite:///"
@@ -77,27 +68,6 @@ def _sqlite_artifacts(tracking_uri: str) -> str | None:
     db = Path(tracking_uri[len(prefix) :]).resolve()
     db.parent.mkdir(parents=True, exist_ok=True)  # SQLite cannot create the folder itself
     return (db.parent / "mlartifacts").as_uri()
-
-
-def _child_tags(parent_id: str, trial: TrialRecord) -> dict[str, str]:
-    """The tags of a trial's child run: parent, trial, state, method, and what is known of it."""
-    tags = {
-        TAG_PARENT: parent_id,
-        TAG_TRIAL: trial.trial_id,
-        TAG_STATE: trial.state,
-        "method": trial.method,
-    }
-    extra = {
-        "emotune.number": trial.number,
-        "emotune.node": trial.node,
-        "emotune.adapter_dir": trial.adapter_dir,
-    }
-    tags.update({k: str(v) for k, v in extra.items() if v is not None})
-    if trial.error:
-        tags["emotune.error"] = _clip(trial.error, MAX_ERROR_CHARS)
-    if trial.warnings:  # the text is in warnings.txt; the tag lets the UI filter on it
-        tags["emotune.warnings"] = str(len(trial.warnings))
-    return tags
 
 
 class SearchTracker:
@@ -151,9 +121,9 @@ class SearchTracker:
 
     def children(self, parent_id: str, trial_id: str | None = None) -> list[Run]:
         """Child runs of a parent, optionally only those of one trial id."""
-        query = f"tags.`{TAG_PARENT}` = {_quoted(parent_id, 'parent_id')}"
+        query = f"tags.`{TAG_PARENT}` = {quoted(parent_id, 'parent_id')}"
         if trial_id is not None:
-            query += f" and tags.`{TAG_TRIAL}` = {_quoted(trial_id, 'trial_id')}"
+            query += f" and tags.`{TAG_TRIAL}` = {quoted(trial_id, 'trial_id')}"
         return self._search(query)
 
     def child_run_id(self, parent_id: str, trial_id: str) -> str | None:
@@ -181,9 +151,9 @@ class SearchTracker:
         Returns:
             The parent run id.
         """
-        found = self._search(f"tags.`{TAG_KEY}` = {_quoted(search_key, 'search_key')}")
-        text = {k: _text(v) for k, v in params.items()}
-        logged = {k: _clip(v, MAX_PARAM_CHARS) for k, v in text.items()}
+        found = self._search(f"tags.`{TAG_KEY}` = {quoted(search_key, 'search_key')}")
+        text = {k: as_text(v) for k, v in params.items()}
+        logged = {k: clip(v, MAX_PARAM_CHARS) for k, v in text.items()}
         if found:
             return self._reuse_parent(found, search_key, logged, tags)
         return self._create_parent(search_key, text, logged, tags)
@@ -214,7 +184,7 @@ class SearchTracker:
         if tags:
             self.client.log_batch(
                 run.info.run_id,
-                tags=[RunTag(k, _clip(str(v), MAX_TAG_CHARS)) for k, v in tags.items()],
+                tags=[RunTag(k, clip(str(v), MAX_TAG_CHARS)) for k, v in tags.items()],
             )
         if run.info.status != "RUNNING":
             self.client.update_run(run.info.run_id, status="RUNNING")
@@ -229,7 +199,7 @@ class SearchTracker:
         tags: Mapping[str, str],
     ) -> str:
         """A new parent run: clipped params, the full ones as ``search_params.json``."""
-        all_tags = {k: _clip(str(v), MAX_TAG_CHARS) for k, v in tags.items()}
+        all_tags = {k: clip(str(v), MAX_TAG_CHARS) for k, v in tags.items()}
         all_tags[TAG_KEY] = search_key
         run = self.client.create_run(
             self.experiment_id, tags=all_tags, run_name=all_tags.get("mlflow.runName", search_key)
@@ -253,6 +223,8 @@ class SearchTracker:
         ``best_epoch`` (None values skipped) and ends FINISHED, KILLED or FAILED for a
         COMPLETE, PRUNED or FAILED trial; the error text goes into tag ``emotune.error``, the
         run's data warnings into ``warnings.txt`` (their count in tag ``emotune.warnings``).
+        A PRUNED trial also gets tag ``emotune.rung`` and metrics ``rung/<objective>`` (step =
+        rung): where the scheduler stopped it (:func:`search.child_runs.rung_metrics`).
 
         Returns:
             The child run id.
@@ -261,13 +233,13 @@ class SearchTracker:
         if done is not None:
             return done
         name = f"{trial.method}-{trial.number}" if trial.number is not None else trial.trial_id
-        tags = _child_tags(parent_id, trial)
+        tags = child_tags(parent_id, trial)
         run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
         params = {**trial.params, "method": trial.method}
         self.client.log_batch(
             run_id,
-            metrics=trial_metrics(trial),
-            params=[Param(k, _clip(_text(v), MAX_PARAM_CHARS)) for k, v in params.items()],
+            metrics=trial_metrics(trial) + rung_metrics(trial),
+            params=[Param(k, clip(as_text(v), MAX_PARAM_CHARS)) for k, v in params.items()],
         )
         if trial.error and len(trial.error) > MAX_ERROR_CHARS:
             self.client.log_text(run_id, trial.error, "error.txt")
@@ -352,7 +324,7 @@ class SearchTracker:
         front = [str(t) for t in df.loc[df["pareto"], "trial_id"]]
         tags = [
             RunTag("emotune.objectives", ",".join(objectives)),
-            RunTag("emotune.front", _clip(json.dumps(front), MAX_TAG_CHARS)),
+            RunTag("emotune.front", clip(json.dumps(front), MAX_TAG_CHARS)),
         ]
         self.client.log_batch(parent_id, metrics=front_metrics(trials, hv, len(front)), tags=tags)
         nested = None if folds is None else self._log_nested(parent_id, nested_cv(trials, folds))
@@ -370,7 +342,7 @@ class SearchTracker:
         """Logs a ``nested_cv`` block on the parent: :func:`search.nested.nested_run_metrics`,
         tag ``emotune.nested_cv_trials`` (fold -> chosen trial) and ``nested_cv.json``."""
         chosen = {str(f["fold"]): f["trial_id"] for f in block["per_fold"]}
-        tag = RunTag("emotune.nested_cv_trials", _clip(json.dumps(chosen), MAX_TAG_CHARS))
+        tag = RunTag("emotune.nested_cv_trials", clip(json.dumps(chosen), MAX_TAG_CHARS))
         self.client.log_batch(parent_id, metrics=nested_metrics(block), tags=[tag])
         self.client.log_dict(parent_id, block, "nested_cv.json")
         return block

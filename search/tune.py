@@ -1,9 +1,11 @@
-"""The one module that builds Ray Tune objects: Tuner + OptunaSearch + ASHA, per dataset.
+"""The one module that runs Ray Tune: a Tuner per dataset, with the searcher and scheduler of
+:mod:`search.searcher` and :mod:`search.schedulers`.
 
 Flow for each manifest: an Optuna study (SQLite under the dataset's search folder) samples a
-method and its size, Ray Tune runs the trials (fractional CPUs/GPUs allowed), ASHA stops weak
-trials early, and a driver-side callback records every finished trial to MLflow as a nested run.
-Trials that ASHA stopped reach Optuna as PRUNED, never as complete trials with partial scores.
+method and its size, Ray Tune runs the trials (fractional CPUs/GPUs allowed), the scheduler
+(MO-ASHA for several objectives, ASHA for one) stops weak trials early, and a driver-side
+callback records every finished trial to MLflow as a nested run. Trials stopped early reach
+Optuna as PRUNED, never as complete trials with partial scores.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from ray.tune import (
 
 from search import storage as store
 from search.errors import SearchInterrupted
+from search.live_front import HypervolumeCurve
 from search.pareto import TrialRecord
 from search.preflight import check_search, trial_base
 from search.ray_start import start_ray
@@ -43,7 +46,7 @@ from search.records import (
     search_timing,
 )
 from search.schedulers import make_scheduler
-from search.searcher import make_searcher
+from search.searcher import make_searcher, sampler_settings
 from search.settings import SearchSettings
 from search.tracking import SearchTracker, default_tracking_uri
 from spaces import SpaceConfig, to_train_config
@@ -78,15 +81,25 @@ class TrackingCallback(Callback):
         parent_id: str,
         trials_dir: str,
         on_record: Callable[[TrialRecord], None] | None = None,
+        objectives: Sequence[str] = ("uar", "params"),
+        folds: Sequence[int] | None = None,
     ) -> None:
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self.parent_id, self.trials_dir = parent_id, trials_dir
         self.on_record = on_record
+        self.objectives = tuple(objectives)
+        self.curve = HypervolumeCurve(objectives, folds)  # pickled with the experiment
         self.seconds = 0.0  # driver time spent fetching and logging trials
         self._tracker: SearchTracker | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_tracker": None, "on_record": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A search saved before the hypervolume curve existed resumes with all objectives.
+        self.objectives: tuple[str, ...] | None = None
+        self.curve = HypervolumeCurve(("uar", "params"))
+        self.__dict__.update(state)
 
     def _log(self, trial: Any, error: str | None) -> None:
         started = time.perf_counter()
@@ -101,8 +114,19 @@ class TrackingCallback(Callback):
         folder = Path(self.trials_dir) / trial.trial_id
         if error is None:
             fetch_final(trial.checkpoint, folder)
-        record = record_of(trial.trial_id, trial.config, trial.last_result, error, folder)
+        record = record_of(
+            trial.trial_id,
+            trial.config,
+            trial.last_result,
+            error,
+            folder,
+            objectives=self.objectives,
+        )
         self._tracker.log_trial(self.parent_id, record)
+        point = self.curve.add(record)
+        if point is not None:
+            step, hv = point
+            self._tracker.client.log_metric(self.parent_id, "hypervolume", hv, step=step)
         if self.on_record is not None:
             self.on_record(record)
 
@@ -114,7 +138,7 @@ class TrackingCallback(Callback):
 
 
 def max_epochs(space: SpaceConfig) -> int:
-    """The most epochs any trial of ``space`` can run (ASHA's ``max_t``)."""
+    """The most epochs any trial of ``space`` can run (the scheduler's ``max_t``)."""
     from spaces.params import Choice, Fixed, Range
 
     e = space.epochs
@@ -198,7 +222,7 @@ def run_dataset(
     numbers = _trial_numbers(settings, dataset, folder)
     # Logging is idempotent: it fills in anything the callback missed.
     records, reports = collect_records(
-        grid, trials_dir, numbers, partial(tracker.log_trial, parent)
+        grid, trials_dir, numbers, partial(tracker.log_trial, parent), objectives=settings.objectives
     )
     folds = fold_values(manifest) if settings.all_folds else None  # as the trials ran them
     summary = tracker.finish_parent(parent, records, list(settings.objectives), folder, folds)
@@ -229,8 +253,12 @@ def _open_parent(
             "manifest": str(manifest),
             "objectives": ",".join(settings.objectives),
             "sampler": settings.sampler,
+            "scheduler": settings.scheduler_name,
+            "grace_period": settings.grace_period,
+            "reduction_factor": settings.reduction_factor,
             "trials": settings.trials,
             "space": json.dumps(settings.space.describe()),
+            **{f"sampler.{k}": v for k, v in sampler_settings(settings).items()},
         },
         tags={"emotune.dataset": dataset, "emotune.backbone": settings.backbone},
     )
@@ -291,9 +319,11 @@ def _tuner(
     experiment = f"{ray_path}/tune"
     if settings.resume and Tuner.can_restore(experiment):
         return _restored(experiment, trainable, dataset, on_record)
-    # ASHA's clock: epochs, or finished folds when each trial is cross-validated.
+    # The scheduler's clock: epochs, or finished folds when each trial is cross-validated.
     max_t = len(folds) if folds else max_epochs(settings.space)
-    callback = TrackingCallback(tracking_uri, settings.name, parent, str(trials_dir), on_record)
+    callback = TrackingCallback(
+        tracking_uri, settings.name, parent, str(trials_dir), on_record, settings.objectives, folds
+    )
     return Tuner(
         trainable,
         tune_config=TuneConfig(

@@ -99,6 +99,16 @@ def test_search_end_to_end(local_ray, synth_corpus: Path, tmp_path: Path) -> Non
     client = MlflowClient(ml["tracking_uri"])
     parent = client.get_run(ml["parent_run_id"])
     assert parent.info.status == "FINISHED" and "hypervolume" in parent.data.metrics
+    # The sampler's and scheduler's settings are on the parent run.
+    params = parent.data.params
+    assert (params["scheduler"], params["sampler.name"]) == ("mo-asha", "tpe")
+    assert params["sampler.multivariate"] == "true" and "sampler.cover_order" in params
+    # The hypervolume-vs-trials curve: one point per finished trial, the last the summary's.
+    curve = client.get_metric_history(parent.info.run_id, "hypervolume")
+    by_step = {m.step: m.value for m in curve}
+    assert sorted(by_step) == [1, 2, 3]
+    assert by_step[3] == pytest.approx(summary["hypervolume"])
+    assert by_step[1] <= by_step[2] <= by_step[3]
     children = _children(client, ml["experiment_id"], ml["parent_run_id"])
     assert sorted(c.data.tags["emotune.trial_id"] for c in children) == sorted(
         t["trial_id"] for t in on_disk["trials"]

@@ -11,11 +11,17 @@ from typing import Any
 from search.cli.searching import report, show_record
 from search.cli.shared import console
 
+# On tiny-wavlm the head is most of what a trial stores (about 58k of a LoRA trial's 64k
+# parameters at the default width 128), so the demo also searches the head's width: its front
+# then trades UAR for size instead of collapsing to one point.
+DEMO_HEAD_WIDTHS = {"choices": [8, 32, 128]}
+
 
 def demo_settings(
     manifest: Path, storage: Path, name: str, trials: int, epochs: int, **overrides: Any
 ) -> Any:
-    """The demo's search: tiny-wavlm, 2 trials at a time, 2 s crops (also used by bench/)."""
+    """The demo's search: tiny-wavlm, 2 trials at a time, 2 s crops, the head's width searched
+    (also used by bench/)."""
     from search.settings import SearchSettings
     from spaces import SpaceConfig
 
@@ -27,7 +33,7 @@ def demo_settings(
         cpus_per_trial=1.0,
         storage=storage,
         name=name,
-        space=SpaceConfig.from_dict({"epochs": epochs}),
+        space=SpaceConfig.from_dict({"epochs": epochs, "head_width": DEMO_HEAD_WIDTHS}),
         base={"max_seconds": 2.0, "batch_size": 16, "seed": 0},
     )
     return SearchSettings(**{**settings, **overrides})

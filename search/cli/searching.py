@@ -10,6 +10,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
+from search.choices import SAMPLERS
 from search.cli.shared import (
     add_allow_pickle_arg,
     add_eval_window_arg,
@@ -17,7 +18,7 @@ from search.cli.shared import (
     console,
     speed_options,
 )
-from search.samplers import SAMPLERS
+from search.rungs import SCHEDULERS
 from trainables.objectives import help_text
 
 
@@ -97,11 +98,7 @@ def _add_trial_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", choices=["all"], default=None,
                    help="fold manifests: score each configuration by the mean over all folds "
                    "(default: one split or --fold)")
-    p.add_argument(
-        "--grace-period", type=int, default=2,
-        help="epochs (folds with --folds all) before ASHA may stop a trial early "
-        "(default: %(default)s)",
-    )
+    _add_scheduler_args(p)
     p.add_argument("--max-failures", type=int, default=2,
                    help="retries of a crashed trial (default: %(default)s)")
     p.add_argument(
@@ -113,6 +110,26 @@ def _add_trial_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the sampler and of every trial (default: %(default)s)")
+
+
+def _add_scheduler_args(p: argparse.ArgumentParser) -> None:
+    """When trials are stopped early: the scheduler and its rungs."""
+    p.add_argument(
+        "--scheduler", choices=SCHEDULERS, default=None,
+        help="early stopping: mo-asha promotes trials at each rung by non-dominated sorting on "
+        "every objective, asha on dev UAR alone, none runs every trial to its end "
+        "(default: mo-asha with several objectives, asha with one)",
+    )
+    p.add_argument(
+        "--grace-period", type=int, default=2,
+        help="epochs (folds with --folds all) every trial runs before the scheduler may stop "
+        "it: the first rung (default: %(default)s)",
+    )
+    p.add_argument(
+        "--reduction-factor", type=float, default=2.0,
+        help="rungs at grace-period x factor^k epochs; at each rung about 1/factor of the "
+        "trials go on (mo-asha: also every non-dominated one); > 1 (default: %(default)s)",
+    )
 
 
 def add_search_args(p: argparse.ArgumentParser) -> None:
@@ -150,6 +167,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         space=space,
         seed=args.seed,
         grace_period=args.grace_period,
+        scheduler=args.scheduler,
+        reduction_factor=args.reduction_factor,
         max_failures=args.max_failures,
         reuse_actors=args.reuse_actors,
         all_folds=args.folds == "all",
@@ -170,9 +189,10 @@ def show_record(record: Any) -> None:
     dev = record.dev.get("uar")
     uar = "-" if dev is None else f"{dev:.3f}"
     params = record.trainable_params or 0
+    rung = "" if record.rung is None else f"  stopped at rung {record.rung}"
     console.print(
         f"  trial {record.trial_id} {record.method:8s} {record.state:9s} "
-        f"dev UAR {uar}  params {params:,}"
+        f"dev UAR {uar}  params {params:,}{rung}"
     )
 
 
@@ -198,6 +218,9 @@ def report(summary: dict[str, Any]) -> bool:
     complete = any(t["state"] == "COMPLETE" for t in trials)
     if complete:
         _print_front(summary)
+    _print_stopped(summary)
+    if complete:
+        _print_timing(summary)
     if not complete or any(t["state"] == "FAILED" for t in trials):
         from search.records import failure_lines
 
@@ -210,7 +233,7 @@ def report(summary: dict[str, Any]) -> bool:
 
 
 def _print_front(summary: dict[str, Any]) -> None:
-    """The Pareto front as a table, then where the search's time went."""
+    """The Pareto front as a table."""
     table = Table(
         title=f"Pareto front: {summary['dataset']} (hypervolume {summary['hypervolume']:.4f})"
     )
@@ -231,6 +254,36 @@ def _print_front(summary: dict[str, Any]) -> None:
             "-" if gap is None else f"{gap:.3f}",
         )
     console.print(table)
+
+
+def _print_stopped(summary: dict[str, Any]) -> None:
+    """The trials the scheduler stopped early: where (their rung) and their dev UAR there,
+    those that went furthest first; nothing when no trial was stopped."""
+    stopped = [t for t in summary["trials"] if t["state"] == "PRUNED"]
+    if not stopped:
+        return
+    unit = "folds" if "nested_cv" in summary else "epochs"
+    table = Table(title=f"stopped early: {summary['dataset']} ({len(stopped)} trial(s))")
+    for col in ("trial", "method", "params", f"rung ({unit})", "dev UAR at the rung"):
+        table.add_column(col)
+
+    def uar(t: dict[str, Any]) -> float | None:
+        return (t.get("rung_objectives") or {}).get("uar")
+
+    for t in sorted(stopped, key=lambda t: (-(t.get("rung") or 0), -(uar(t) or 0.0))):
+        params, rung, value = t.get("trainable_params"), t.get("rung"), uar(t)
+        table.add_row(
+            t["trial_id"],
+            t["method"],
+            "-" if params is None else f"{params:,}",
+            "-" if rung is None else str(rung),
+            "-" if value is None else f"{value:.3f}",
+        )
+    console.print(table)
+
+
+def _print_timing(summary: dict[str, Any]) -> None:
+    """Where the search's time went (search.json's ``timing``), if recorded."""
     t = summary.get("timing")
     if t:
         console.print(

@@ -1,0 +1,6 @@
+"""Names ``emotune search`` offers, importable without Optuna, Ray or torch (fast ``--help``)."""
+
+from __future__ import annotations
+
+# ``--sampler`` choices, in CLI order (built by :func:`search.samplers.make_sampler`).
+SAMPLERS: tuple[str, ...] = ("tpe", "nsga2", "gp", "random")
