@@ -48,7 +48,8 @@ def _add_search_plan_args(p: argparse.ArgumentParser) -> None:
                    help="GPUs Ray reserves for each trial; fractions allowed "
                    "(default: %(default)s)")
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe",
-                   help="Optuna sampler (see README, 'Choosing a sampler') (default: %(default)s)")
+                   help="Optuna sampler (see README, 'Choosing a scheduler and a sampler') "
+                   "(default: %(default)s)")
     p.add_argument("--objectives", default="uar,params",
                    help=f"comma list of objectives among: {help_text()} (default: %(default)s)")
     p.add_argument("--space", type=Path, default=None,
@@ -121,7 +122,7 @@ def _add_scheduler_args(p: argparse.ArgumentParser) -> None:
         "(default: mo-asha with several objectives, asha with one)",
     )
     p.add_argument(
-        "--grace-period", type=int, default=2,
+        "--grace-period", type=int, default=1,
         help="epochs (folds with --folds all) every trial runs before the scheduler may stop "
         "it: the first rung (default: %(default)s)",
     )
