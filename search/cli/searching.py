@@ -190,7 +190,7 @@ def show_record(record: Any) -> None:
     dev = record.dev.get("uar")
     uar = "-" if dev is None else f"{dev:.3f}"
     params = record.trainable_params or 0
-    rung = "" if record.rung is None else f"  stopped at rung {record.rung}"
+    rung = "" if record.rung is None else f"  at rung {record.rung}"
     console.print(
         f"  trial {record.trial_id} {record.method:8s} {record.state:9s} "
         f"dev UAR {uar}  params {params:,}{rung}"
