@@ -98,7 +98,7 @@ def rung_of(last: Mapping[str, Any], objectives: Sequence[str] | None = None) ->
     """
     names = list(OBJECTIVES) if objectives is None else list(objectives)
     values = {
-        n: _finite(last.get(OBJECTIVES[n].report_key))
+        n: _finite(last.get(OBJECTIVES[n].report_key), nan_only=False)
         for n in names
         if objectives is not None or OBJECTIVES[n].report_key in last
     }
@@ -209,8 +209,12 @@ def search_summary(
     }
 
 
-def _finite(x: Any) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+def _finite(x: Any, nan_only: bool = True) -> float | None:
+    """``x`` as a float; None for None and NaN (``nan_only=False``: and for infinities)."""
+    if x is None:
+        return None
+    x = float(x)
+    return None if math.isnan(x) or not (nan_only or math.isfinite(x)) else x
 
 
 def search_timing(

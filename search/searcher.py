@@ -6,12 +6,10 @@ sampler. ``bench/search_quality.py`` drives the same objects without Ray's trial
 
 from __future__ import annotations
 
-import math
-
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
-from search.rungs import TIME_ATTR
+from search.records import rung_of
 from search.samplers import describe_sampler, make_sampler
 from search.settings import SearchSettings
 from spaces import define_by_run
@@ -49,21 +47,13 @@ class PruneAwareOptunaSearch(OptunaSearch):
         trial = self._ot_trials.get(trial_id)
         if trial is None or trial_id in self._completed_trials:
             return  # unknown, or already told: the parent only warns
-        if result.get(TIME_ATTR) is not None:
-            trial.set_user_attr(RUNG_ATTR, int(result[TIME_ATTR]))
         keys = self._metric if isinstance(self._metric, list) else [self._metric]
         by_key = {o.report_key: o.name for o in OBJECTIVES.values()}
-        for key in keys:
-            if key in by_key and key in result:
-                trial.set_user_attr(RUNG_OBJECTIVE_ATTR.format(by_key[key]), _finite(result[key]))
-
-
-def _finite(value: object) -> float | None:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
+        where = rung_of(result, [by_key[k] for k in keys if k in by_key and k in result])
+        if where["rung"] is not None:
+            trial.set_user_attr(RUNG_ATTR, where["rung"])
+        for name, value in where["rung_objectives"].items():
+            trial.set_user_attr(RUNG_OBJECTIVE_ATTR.format(name), value)
 
 
 def _sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
