@@ -2,8 +2,8 @@
 
 :class:`RungCore` decides, for each report of a trial, whether it continues; the Ray
 scheduler of :mod:`search.schedulers` and ``bench/search_quality.py`` drive it. It lives apart
-from Ray so that :mod:`search.settings` and the CLI can name the schedulers without importing
-Ray, and so that its decisions can be tested and replayed in a loop.
+from Ray so that its decisions can be tested and replayed in a loop; dominance is
+:func:`search.pareto.pareto_mask`'s, the one the Pareto front uses.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-# ``--scheduler`` choices, in CLI order. mo-asha and asha are RungCore rules; none stops nothing.
-SCHEDULERS: tuple[str, ...] = ("mo-asha", "asha", "none")
+from search.pareto import pareto_mask
+
 RULES: tuple[str, ...] = ("mo-asha", "asha")
 # A trial's clock in Ray's reports: reports received (epochs, or folds with --folds all).
 TIME_ATTR = "training_iteration"
@@ -44,11 +44,6 @@ def milestones(max_t: float, grace_period: float, reduction_factor: float) -> tu
     return tuple(out)
 
 
-def _as_min(values: np.ndarray, senses: Sequence[str]) -> np.ndarray:
-    """``(n, k)`` values with every column turned into "smaller is better"."""
-    return values * np.array([-1.0 if s == "max" else 1.0 for s in senses])
-
-
 def nondominated_order(
     values: Sequence[Sequence[float]], senses: Sequence[str]
 ) -> tuple[list[int], int]:
@@ -71,17 +66,16 @@ def nondominated_order(
         The row indices in promotion order, and ``|F1|`` (the first ``|F1|`` of the order).
     """
     v = np.asarray(values, dtype=float).reshape(len(values), len(senses))
-    v = _as_min(v, senses)
+    v = v * np.array([-1.0 if s == "max" else 1.0 for s in senses])  # smaller is better
     finite = np.flatnonzero(~np.isnan(v).any(axis=1))
     w = v[finite]
-    le = (w[:, None, :] <= w[None, :, :]).all(axis=2)  # le[j, i]: j no worse than i
-    lt = (w[:, None, :] < w[None, :, :]).any(axis=2)
-    dominates = le & lt  # dominates[j, i]: j dominates i
+    minimise = ["min"] * len(senses)
     left = np.ones(len(w), dtype=bool)
     order: list[int] = []
     first = 0
     while left.any():
-        front = np.flatnonzero(left & ~(dominates & left[:, None]).any(axis=0))
+        rest = np.flatnonzero(left)
+        front = rest[pareto_mask(w[rest], minimise)]  # the rows no remaining row dominates
         crowd = _crowding(w[front])
         ranked = sorted(range(len(front)), key=lambda i: -crowd[i])  # stable: input order
         order += [int(finite[front[i]]) for i in ranked]

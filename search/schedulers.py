@@ -15,7 +15,8 @@ from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from search.rungs import RULES, SCHEDULERS, TIME_ATTR, RungCore
+from search.choices import SCHEDULERS
+from search.rungs import RULES, TIME_ATTR, RungCore
 from search.settings import REQUIRED_OBJECTIVE, SearchSettings
 from trainables.objectives import OBJECTIVES
 

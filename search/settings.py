@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from search import storage as store
-from search.choices import SAMPLERS
-from search.rungs import SCHEDULERS
+from search.choices import SAMPLERS, SCHEDULERS
 from spaces import SpaceConfig
 from trainables.objectives import OBJECTIVES
 

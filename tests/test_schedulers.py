@@ -17,9 +17,10 @@ import ray
 from mlflow import MlflowClient
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from search.choices import SCHEDULERS
 from search.pareto import TrialRecord, pareto_mask
 from search.records import record_of
-from search.rungs import SCHEDULERS, RungCore, milestones, nondominated_order
+from search.rungs import RungCore, milestones, nondominated_order
 from search.schedulers import RungScheduler, make_scheduler
 from search.searcher import PruneAwareOptunaSearch
 from search.settings import SearchSettings

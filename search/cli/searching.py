@@ -10,7 +10,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from search.choices import SAMPLERS
+from search.choices import SAMPLERS, SCHEDULERS
 from search.cli.shared import (
     add_allow_pickle_arg,
     add_eval_window_arg,
@@ -18,7 +18,6 @@ from search.cli.shared import (
     console,
     speed_options,
 )
-from search.rungs import SCHEDULERS
 from trainables.objectives import help_text
 
 
