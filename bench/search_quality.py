@@ -190,13 +190,13 @@ class _Trial:
 
 
 def _hypervolume(points: list[tuple[float, float]]) -> float:
-    from search.pareto import hypervolume
+    """The product's hypervolume (search.pareto) of raw (dev UAR, parameters) points."""
+    from search.pareto import objective_hypervolume
     from trainables.objectives import OBJECTIVES
 
     objs = [OBJECTIVES[n] for n in OBJECTIVE_NAMES]
-    values = np.array([[o.scale(v) for o, v in zip(objs, p)] for p in points])
-    reference = [o.scale(o.reference) for o in objs]
-    return hypervolume(values, [o.sense for o in objs], reference)
+    scaled = np.array([[o.scale(v) for o, v in zip(objs, p)] for p in points])
+    return objective_hypervolume(scaled, OBJECTIVE_NAMES)
 
 
 def replay(strategy: str, seed: int, table: Table, budget: float, workers: int,

@@ -213,9 +213,15 @@ def front_hypervolume(df: pd.DataFrame, objectives: Sequence[str]) -> float:
     gap (reference 1).
     """
     names = check_objectives(objectives)
+    return objective_hypervolume(scaled_values(df, names), names)
+
+
+def objective_hypervolume(scaled: np.ndarray, objectives: Sequence[str]) -> float:
+    """Hypervolume of ``(n, k)`` values already on the objectives' axes
+    (:meth:`~trainables.objectives.Objective.scale`), against each one's scaled reference."""
+    names = check_objectives(objectives)
     ref = [OBJECTIVES[n].scale(OBJECTIVES[n].reference) for n in names]
-    senses = [OBJECTIVES[n].sense for n in names]
-    return hypervolume(scaled_values(df, names), senses, ref)
+    return hypervolume(scaled, [OBJECTIVES[n].sense for n in names], ref)
 
 
 def _param_column(values: list[Any]) -> list[Any]:
