@@ -1,4 +1,4 @@
-"""bench.search_quality: the replay of the product's searcher and scheduler on the table."""
+"""bench.replay and bench.search_quality: the replay of the product's searcher and scheduler on the table."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.search_quality import DEFAULT, Table, Trace, band, first_reach, replay, summarise
+from bench.replay import DEFAULT, STRATEGIES, Table, Trace, replay
+from bench.search_quality import band, first_reach, summarise
 from bench.search_table import DEFAULT_OUT, EPOCHS, GRID, LRS, grid_points
 
 
@@ -66,7 +67,6 @@ def test_curves_bands_and_the_cost_to_reach_a_target() -> None:
 
 
 def test_the_default_strategy_is_what_emotune_search_runs_by_default() -> None:
-    from bench.search_quality import STRATEGIES
     from search.settings import SearchSettings
 
     settings = SearchSettings(manifests=())  # the CLI's defaults: tpe, objectives uar,params
